@@ -1,0 +1,62 @@
+"""The Typer app and the one place where library errors become one-line messages."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from tweetlm import __version__
+from tweetlm.errors import TweetlmError
+
+app = typer.Typer(
+    name="tweetlm",
+    help=(
+        "Learn to write like one person: import their posts, curate them, fine-tune a small language "
+        "model on a laptop CPU, and generate new posts in that voice (labelled as machine-generated).\n\n"
+        "Quick start:\n\n"
+        "  tweetlm demo                                   # everything on a bundled sample\n\n"
+        "  tweetlm import twitter-archive.zip              # or a CSV, JSONL or text file\n\n"
+        "  tweetlm curate myhandle\n\n"
+        "  tweetlm train myhandle\n\n"
+        '  tweetlm generate myhandle "I don\'t like" -n 10'
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print one line to stderr and return the Exit to raise."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"tweetlm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    pass
+
+
+def main() -> None:
+    try:
+        app()
+    except TweetlmError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)

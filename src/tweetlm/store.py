@@ -1,0 +1,421 @@
+"""One SQLite file holds every post, every import, every fetch cursor and every curated dataset.
+
+The schema changes only through the numbered migrations at the bottom of this module; `migrate`
+runs before any read or write and records what it applied in `_migrations`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from tweetlm import paths
+from tweetlm.errors import NoDataError, StoreError
+from tweetlm.records import Kind, Post, Url
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    import_id: int
+    read: int
+    added: int
+    skipped: int  # already in the store
+    accounts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AccountSummary:
+    account: str
+    platform: str
+    posts: int
+    last_import: str | None
+
+
+@dataclass(frozen=True)
+class CuratedPost:
+    post_id: str
+    text: str
+    created_at: str | None
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A versioned curated training set: `hash` is a content hash of its texts and rules."""
+
+    id: int
+    account: str
+    hash: str
+    created_at: str
+    rules: dict[str, Any]
+    report: dict[str, Any]
+    posts: tuple[CuratedPost, ...]
+
+    @property
+    def texts(self) -> list[str]:
+        return [p.text for p in self.posts]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def file_hash(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _post_row(post: Post, import_id: int | None) -> tuple[Any, ...]:
+    return (
+        post.platform,
+        post.account,
+        post.post_id,
+        post.created_at.isoformat() if post.created_at else None,
+        post.text,
+        post.kind.value,
+        post.reply_to,
+        post.lang,
+        json.dumps([[u.short, u.expanded] for u in post.urls]) if post.urls else None,
+        json.dumps(list(post.media)) if post.media else None,
+        post.likes,
+        post.reposts,
+        json.dumps(post.raw, ensure_ascii=False, separators=(",", ":")) if post.raw is not None else None,
+        import_id,
+    )
+
+
+def _row_post(row: sqlite3.Row) -> Post:
+    return Post(
+        platform=row["platform"],
+        account=row["account"],
+        post_id=row["post_id"],
+        text=row["text"],
+        created_at=datetime.fromisoformat(row["created_at"]) if row["created_at"] else None,
+        kind=Kind(row["kind"]),
+        reply_to=row["reply_to"],
+        lang=row["lang"],
+        urls=tuple(Url(s, e) for s, e in json.loads(row["urls"])) if row["urls"] else (),
+        media=tuple(json.loads(row["media"])) if row["media"] else (),
+        likes=row["likes"],
+        reposts=row["reposts"],
+        raw=json.loads(row["raw"]) if row["raw"] else None,
+    )
+
+
+_INSERT_POST = (
+    "INSERT OR IGNORE INTO posts (platform, account, post_id, created_at, text, kind, reply_to, lang,"
+    " urls, media, likes, reposts, raw, import_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+class Store:
+    """The SQLite store. Use as a context manager, or call `close()`."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = Path(path) if path is not None else paths.store_path()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the store {self.path}: {exc}") from exc
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA foreign_keys = ON")
+        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.execute("PRAGMA synchronous = NORMAL")
+        migrate(self.db)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All or nothing: an exception inside rolls everything back."""
+        if self.db.in_transaction:  # nested: the outer transaction decides
+            yield self.db
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        else:
+            self.db.execute("COMMIT")
+
+    # ---- posts -------------------------------------------------------------------------------
+
+    def add_posts(self, posts: Iterable[Post], import_id: int | None = None, batch: int = 2000) -> tuple[int, int]:
+        """Insert posts (call inside `transaction()`); returns (read, added). Known posts are skipped."""
+        read = added = 0
+        iterator = iter(posts)
+        while chunk := list(islice(iterator, batch)):
+            before = self.db.total_changes
+            self.db.executemany(_INSERT_POST, [_post_row(p, import_id) for p in chunk])
+            added += self.db.total_changes - before
+            read += len(chunk)
+        return read, added
+
+    def import_posts(
+        self,
+        posts: Iterable[Post],
+        *,
+        source: str,
+        path: str,
+        file_hash: str,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> ImportResult:
+        """Import a whole file in one transaction: a failure anywhere leaves the store as it was."""
+        accounts: set[str] = set()
+
+        def tracked(items: Iterable[Post]) -> Iterator[Post]:
+            for n, post in enumerate(items, 1):
+                accounts.add(post.account)
+                if on_progress is not None and n % 1000 == 0:
+                    on_progress(n)
+                yield post
+
+        with self.transaction():
+            cur = self.db.execute(
+                "INSERT INTO imports (source, path, file_hash, started_at) VALUES (?,?,?,?)",
+                (source, path, file_hash, _now()),
+            )
+            import_id = int(cur.lastrowid or 0)
+            read, added = self.add_posts(tracked(posts), import_id)
+            self.db.execute(
+                "UPDATE imports SET finished_at=?, read=?, added=?, skipped=?, accounts=? WHERE id=?",
+                (_now(), read, added, read - added, json.dumps(sorted(accounts)), import_id),
+            )
+        return ImportResult(import_id, read, added, read - added, tuple(sorted(accounts)))
+
+    def imports(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM imports ORDER BY id")]
+
+    def accounts(self) -> list[AccountSummary]:
+        rows = self.db.execute(
+            "SELECT account, platform, COUNT(*) AS n, MAX(i.finished_at) AS last"
+            " FROM posts p LEFT JOIN imports i ON i.id = p.import_id"
+            " GROUP BY account, platform ORDER BY account COLLATE NOCASE, platform"
+        )
+        return [AccountSummary(r["account"], r["platform"], r["n"], r["last"]) for r in rows]
+
+    def resolve_account(self, name: str) -> str:
+        """The stored spelling of an account name (case-insensitive, a leading @ ignored)."""
+        wanted = name.lstrip("@")
+        row = self.db.execute(
+            "SELECT account FROM posts WHERE account = ? COLLATE NOCASE LIMIT 1", (wanted,)
+        ).fetchone()
+        if row is None:
+            known = sorted({a.account for a in self.accounts()})
+            hint = f"known accounts: {', '.join(known)}" if known else "the store is empty: run `tweetlm import PATH` first"
+            raise NoDataError(f"no posts for account {wanted!r} in {self.path} ({hint})")
+        return str(row["account"])
+
+    def iter_posts(self, account: str, platform: str | None = None) -> Iterator[Post]:
+        """Posts of one account, oldest first."""
+        query = "SELECT * FROM posts WHERE account = ?"
+        args: list[Any] = [account]
+        if platform is not None:
+            query += " AND platform = ?"
+            args.append(platform)
+        query += " ORDER BY created_at, post_id"
+        for row in self.db.execute(query, args):
+            yield _row_post(row)
+
+    def count_posts(self, account: str | None = None) -> int:
+        if account is None:
+            return int(self.db.execute("SELECT COUNT(*) FROM posts").fetchone()[0])
+        return int(self.db.execute("SELECT COUNT(*) FROM posts WHERE account = ?", (account,)).fetchone()[0])
+
+    def newest_post(self, platform: str, account: str) -> Post | None:
+        row = self.db.execute(
+            "SELECT * FROM posts WHERE platform = ? AND account = ? ORDER BY created_at DESC, post_id DESC LIMIT 1",
+            (platform, account),
+        ).fetchone()
+        return _row_post(row) if row else None
+
+    # ---- fetch cursors (online sources) --------------------------------------------------------
+
+    def fetch_state(self, platform: str, account: str) -> dict[str, Any]:
+        row = self.db.execute(
+            "SELECT state FROM fetch_state WHERE platform = ? AND account = ?", (platform, account)
+        ).fetchone()
+        return json.loads(row["state"]) if row else {}
+
+    def set_fetch_state(self, platform: str, account: str, state: dict[str, Any]) -> None:
+        self.db.execute(
+            "INSERT INTO fetch_state (platform, account, state, updated_at) VALUES (?,?,?,?)"
+            " ON CONFLICT(platform, account) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+            (platform, account, json.dumps(state), _now()),
+        )
+
+    # ---- curated datasets ----------------------------------------------------------------------
+
+    def save_dataset(
+        self, account: str, rules: dict[str, Any], report: dict[str, Any], posts: list[CuratedPost]
+    ) -> Dataset:
+        """Store a curated dataset; the same content under the same rules is stored once."""
+        digest = hashlib.sha256()
+        digest.update(json.dumps(rules, sort_keys=True).encode())
+        for post in posts:
+            digest.update(b"\x00" + post.text.encode())
+        content_hash = digest.hexdigest()[:16]
+        with self.transaction():
+            row = self.db.execute(
+                "SELECT id FROM datasets WHERE account = ? AND hash = ?", (account, content_hash)
+            ).fetchone()
+            if row is None:
+                cur = self.db.execute(
+                    "INSERT INTO datasets (account, hash, created_at, rules, report, n_posts) VALUES (?,?,?,?,?,?)",
+                    (account, content_hash, _now(), json.dumps(rules), json.dumps(report), len(posts)),
+                )
+                dataset_id = int(cur.lastrowid or 0)
+                self.db.executemany(
+                    "INSERT INTO dataset_posts (dataset_id, position, post_id, text, created_at) VALUES (?,?,?,?,?)",
+                    [(dataset_id, i, p.post_id, p.text, p.created_at) for i, p in enumerate(posts)],
+                )
+            else:
+                dataset_id = int(row["id"])
+                self.db.execute(
+                    "UPDATE datasets SET created_at = ?, report = ? WHERE id = ?",
+                    (_now(), json.dumps(report), dataset_id),
+                )
+        dataset = self.dataset(account, content_hash)
+        assert dataset is not None
+        return dataset
+
+    def dataset(self, account: str, content_hash: str | None = None) -> Dataset | None:
+        """A dataset by hash, or the account's latest curated one."""
+        if content_hash is None:
+            row = self.db.execute(
+                "SELECT * FROM datasets WHERE account = ? COLLATE NOCASE ORDER BY created_at DESC, id DESC LIMIT 1",
+                (account,),
+            ).fetchone()
+        else:
+            row = self.db.execute(
+                "SELECT * FROM datasets WHERE account = ? COLLATE NOCASE AND hash = ?", (account, content_hash)
+            ).fetchone()
+        if row is None:
+            return None
+        posts = tuple(
+            CuratedPost(r["post_id"], r["text"], r["created_at"])
+            for r in self.db.execute(
+                "SELECT post_id, text, created_at FROM dataset_posts WHERE dataset_id = ? ORDER BY position",
+                (row["id"],),
+            )
+        )
+        return Dataset(
+            id=row["id"],
+            account=row["account"],
+            hash=row["hash"],
+            created_at=row["created_at"],
+            rules=json.loads(row["rules"]),
+            report=json.loads(row["report"]),
+            posts=posts,
+        )
+
+
+# ---- migrations ------------------------------------------------------------------------------
+
+
+def m001_initial() -> str:
+    return """
+        CREATE TABLE imports (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            source TEXT NOT NULL,
+            path TEXT NOT NULL,
+            file_hash TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            read INTEGER,
+            added INTEGER,
+            skipped INTEGER,
+            accounts TEXT
+        );
+        CREATE TABLE posts (
+            platform TEXT NOT NULL,
+            account TEXT NOT NULL,
+            post_id TEXT NOT NULL,
+            created_at TEXT,
+            text TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            reply_to TEXT,
+            lang TEXT,
+            urls TEXT,
+            media TEXT,
+            likes INTEGER,
+            reposts INTEGER,
+            raw TEXT,
+            import_id INTEGER REFERENCES imports(id),
+            PRIMARY KEY (platform, account, post_id)
+        );
+        CREATE INDEX posts_account ON posts(account COLLATE NOCASE);
+        CREATE TABLE fetch_state (
+            platform TEXT NOT NULL,
+            account TEXT NOT NULL,
+            state TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (platform, account)
+        );
+        CREATE TABLE datasets (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            account TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            rules TEXT NOT NULL,
+            report TEXT NOT NULL,
+            n_posts INTEGER NOT NULL,
+            UNIQUE (account, hash)
+        );
+        CREATE TABLE dataset_posts (
+            dataset_id INTEGER NOT NULL REFERENCES datasets(id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            post_id TEXT NOT NULL,
+            text TEXT NOT NULL,
+            created_at TEXT,
+            PRIMARY KEY (dataset_id, position)
+        );
+    """
+
+
+# Each migration returns the SQL script that moves the schema one step on. Append only.
+MIGRATIONS: list[Callable[[], str]] = [m001_initial]
+
+
+def migrate(db: sqlite3.Connection) -> list[str]:
+    """Apply the migrations not yet recorded, each in its own transaction; returns their names."""
+    try:
+        db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+        done = {r[0] for r in db.execute("SELECT name FROM _migrations")}
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{exc}: the store is not a tweetlm SQLite file (move it away or set TWEETLM_HOME)") from exc
+    applied = []
+    for migration in MIGRATIONS:
+        name = migration.__name__
+        if name in done:
+            continue
+        # executescript commits any open transaction first, so the script carries its own.
+        record = f"INSERT INTO _migrations (name, applied_at) VALUES ('{name}', '{_now()}');"
+        try:
+            db.executescript(f"BEGIN IMMEDIATE;\n{migration()}\n{record}\nCOMMIT;")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        applied.append(name)
+    return applied
