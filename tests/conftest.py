@@ -20,3 +20,29 @@ def tweetlm_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     return home
+
+
+def sample_posts(n: int = 120) -> list[str]:
+    """Real curated-looking text: the bundled sample's lines (FiveThirtyEight, CC BY 4.0), deterministic."""
+    import csv
+    import io
+    from importlib import resources
+
+    raw = resources.files("tweetlm").joinpath("data", "BarackObama-sample.csv").read_bytes().decode("mac_roman")
+    texts = [row["text"] for row in csv.DictReader(io.StringIO(raw, newline="")) if not row["text"].startswith("RT @")]
+    return texts[:n]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama with a BPE tokenizer trained on sample posts: use it as --base-model."""
+    from tests.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "llama", sample_posts(400))
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "gpt2", sample_posts(400), family="gpt2")

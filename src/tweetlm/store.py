@@ -222,7 +222,11 @@ class Store:
         ).fetchone()
         if row is None:
             known = sorted({a.account for a in self.accounts()})
-            hint = f"known accounts: {', '.join(known)}" if known else "the store is empty: run `tweetlm import PATH` first"
+            hint = (
+                f"known accounts: {', '.join(known)}"
+                if known
+                else "the store is empty: run `tweetlm import PATH` first"
+            )
             raise NoDataError(f"no posts for account {wanted!r} in {self.path} ({hint})")
         return str(row["account"])
 

