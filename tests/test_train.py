@@ -193,3 +193,29 @@ def test_too_few_posts_says_how_many_are_needed(tiny_model: Path) -> None:
 def test_not_a_run_folder(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not a tweetlm run"):
         resolve_run(str(tmp_path))
+
+
+def test_save_model_false_writes_nothing_lasting(tiny_model: Path) -> None:
+    import os
+
+    add_account("obama", sample_posts(200))
+    result = train(tiny_config(tiny_model, epochs=1), save_model=False)
+    assert result.run_dir is None and result.metrics["eval_loss_after"] < result.metrics["eval_loss_before"]
+    runs = Path(os.environ["TWEETLM_HOME"]) / "runs"
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_stop_event_stops_like_ctrl_c(tiny_model: Path) -> None:
+    import threading
+
+    from tweetlm.train import TrainingInterrupted
+
+    add_account("obama", sample_posts(200))
+    stop = threading.Event()
+
+    def on_event(event: dict[str, object]) -> None:
+        if event["type"] == "step" and event["step"] == 2:
+            stop.set()
+
+    with pytest.raises(TrainingInterrupted):
+        train(tiny_config(tiny_model), on_event=on_event, stop=stop)

@@ -14,8 +14,10 @@ import math
 import os
 import shutil
 import signal
+import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,7 +40,7 @@ from tweetlm.models import BaseModel, load_model, load_tokenizer, resolve_base_m
 from tweetlm.store import Dataset, Store
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
 Event = dict[str, Any]
 EventHandler = Callable[[Event], None]
@@ -105,9 +107,8 @@ class TrainConfig:
 
 @dataclass
 class RunResult:
-    run_dir: Path
+    run_dir: Path | None  # None when trained with save_model=False (sweep trials)
     metrics: dict[str, Any]
-    interrupted: bool = False
 
 
 class TrainingInterrupted(TrainingError):
@@ -207,8 +208,17 @@ def train(
     on_event: EventHandler | None = None,
     output: Path | None = None,
     resume: bool = False,
+    *,
+    callbacks: Sequence[TrainerCallback] = (),
+    stop: threading.Event | None = None,
+    save_model: bool = True,
 ) -> RunResult:
-    """Train and write the run folder; returns its path and metrics."""
+    """Train and write the run folder; returns its path and metrics.
+
+    `callbacks` are extra HF TrainerCallbacks (trackers, sweep pruners); setting `stop` stops the run
+    like Ctrl-C does (a checkpoint, then TrainingInterrupted); `save_model=False` trains and evaluates
+    but writes nothing that lasts (no checkpoints, no run folder).
+    """
     emit = on_event or (lambda event: None)
     own_store = store is None
     store = store or Store()
@@ -218,6 +228,8 @@ def train(
             saved = json.loads((partial / CONFIG_FILE).read_text())
             config = TrainConfig.from_dict(saved["config"])
             final_dir = Path(saved["final_dir"])
+        elif not save_model:
+            final_dir = partial = Path(tempfile.mkdtemp(prefix="tweetlm-trial-"))
         else:
             final_dir = output or paths.runs_dir() / run_name(config.accounts)
             if final_dir.exists():
@@ -227,7 +239,20 @@ def train(
     finally:
         if own_store:
             store.close()
-    return _train(config, datasets, partial, final_dir, emit, resume)
+    hooks = _Hooks(emit, list(callbacks), stop or threading.Event(), save_model)
+    try:
+        return _train(config, datasets, partial, final_dir, hooks, resume)
+    finally:
+        if not save_model:
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+@dataclass
+class _Hooks:
+    emit: EventHandler
+    callbacks: list[TrainerCallback]
+    stop: threading.Event
+    save_model: bool
 
 
 def _train(
@@ -235,7 +260,7 @@ def _train(
     datasets: dict[str, Dataset],
     partial: Path,
     final_dir: Path,
-    emit: EventHandler,
+    hooks: _Hooks,
     resume: bool,
 ) -> RunResult:
     import torch
@@ -244,6 +269,7 @@ def _train(
     from transformers.trainer_callback import PrinterCallback
 
     started = time.monotonic()
+    emit = hooks.emit
     splits = {account: split_posts(ds.texts, config.seed) for account, ds in datasets.items()}
     base = resolve_base_model(config.base_model)
     precision = resolve_precision(config.precision)
@@ -299,7 +325,7 @@ def _train(
             )
             return self.accelerator.prepare(loader)
 
-    interrupted = {"flag": False}
+    interrupted = hooks.stop
     history: list[dict[str, Any]] = []
 
     class Control(TrainerCallback):
@@ -326,7 +352,7 @@ def _train(
             done = state.global_step - (self.step0 or 0)
             left = (state.max_steps - state.global_step) * elapsed / max(done, 1)
             timed_out = config.max_minutes is not None and elapsed > config.max_minutes * 60
-            if timed_out or interrupted["flag"]:
+            if timed_out or interrupted.is_set():
                 # The Trainer then ends the epoch early, which evaluates and saves a checkpoint.
                 control.should_training_stop = True
             emit(
@@ -369,9 +395,9 @@ def _train(
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size,
         eval_strategy="epoch",
-        save_strategy="epoch",
+        save_strategy="epoch" if hooks.save_model else "no",
         eval_on_start=not resume,
-        load_best_model_at_end=True,
+        load_best_model_at_end=hooks.save_model,
         metric_for_best_model="eval_loss",
         greater_is_better=False,
         save_total_limit=1,
@@ -394,14 +420,14 @@ def _train(
         eval_dataset=val_set,
         processing_class=tokenizer,
         data_collator=lambda b: collate(b, pad_id),
-        callbacks=[Control()],
+        callbacks=[Control(), *hooks.callbacks],
     )
     trainer.remove_callback(PrinterCallback)
 
     def on_sigint(signum: int, frame: Any) -> None:
-        if interrupted["flag"]:
+        if interrupted.is_set():
             raise KeyboardInterrupt
-        interrupted["flag"] = True
+        interrupted.set()
         emit(
             {"type": "interrupt", "message": "stopping after this step and saving a checkpoint (Ctrl-C again to abort)"}
         )
@@ -418,7 +444,7 @@ def _train(
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-    if interrupted["flag"]:
+    if interrupted.is_set():
         raise TrainingInterrupted(partial, trainer.state.global_step, config.accounts)
 
     evals = [h for h in trainer.state.log_history if "eval_loss" in h]
@@ -443,6 +469,9 @@ def _train(
             for h in trainer.state.log_history
         ],
     }
+    if not hooks.save_model:
+        emit({"type": "done", "run_dir": None, "metrics": metrics})
+        return RunResult(None, metrics)
     run = _finish(
         trainer.model, tokenizer, config, base, precision, datasets, splits, mix.to_dict(), metrics, partial, final_dir
     )
