@@ -129,9 +129,15 @@ class Store:
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the store {self.path}: {exc}") from exc
         self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA foreign_keys = ON")
-        self.db.execute("PRAGMA journal_mode = WAL")
-        self.db.execute("PRAGMA synchronous = NORMAL")
+        try:
+            self.db.execute("PRAGMA foreign_keys = ON")
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise StoreError(
+                f"{self.path} is not a tweetlm SQLite file ({exc}): move it away or set TWEETLM_HOME"
+            ) from exc
         migrate(self.db)
 
     def __enter__(self) -> Store:
@@ -397,7 +403,7 @@ def m001_initial() -> str:
     """
 
 
-# Each migration returns the SQL script that moves the schema one step on. Append only.
+# Each migration returns the SQL (statements separated by ;) that moves the schema one step on. Append only.
 MIGRATIONS: list[Callable[[], str]] = [m001_initial]
 
 
@@ -413,13 +419,17 @@ def migrate(db: sqlite3.Connection) -> list[str]:
         name = migration.__name__
         if name in done:
             continue
-        # executescript commits any open transaction first, so the script carries its own.
-        record = f"INSERT INTO _migrations (name, applied_at) VALUES ('{name}', '{_now()}');"
+        db.execute("BEGIN IMMEDIATE")
         try:
-            db.executescript(f"BEGIN IMMEDIATE;\n{migration()}\n{record}\nCOMMIT;")
+            # Another process may have applied it while we waited for the write lock.
+            if db.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone() is None:
+                for statement in migration().split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, _now()))
+                applied.append(name)
         except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
+            db.execute("ROLLBACK")
             raise
-        applied.append(name)
+        db.execute("COMMIT")
     return applied

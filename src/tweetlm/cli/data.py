@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from tweetlm.cli.app import app, console, err_console
 from tweetlm.curate import CurateConfig, CurationReport, curate_account
@@ -132,9 +133,9 @@ def report_table(report: CurationReport, title: str, show_examples: int = 0) -> 
     for key, count in report.rows():
         if key not in ("downloaded", "kept") and count == 0:
             continue
-        cells = [REPORT_LABELS[key], str(count), f"{100 * count / total:.1f}%"]
+        cells: list[str | Text] = [REPORT_LABELS[key], str(count), f"{100 * count / total:.1f}%"]
         if show_examples:
-            cells.append("\n".join(f"• {t[:140]}" for t in report.examples.get(key, [])[:show_examples]))
+            cells.append(Text("\n".join(f"• {t[:140]}" for t in report.examples.get(key, [])[:show_examples])))
         style = "bold green" if key == "kept" else ("bold" if key == "downloaded" else None)
         table.add_row(*cells, style=style)
     return table
@@ -209,12 +210,12 @@ def show(
                 raise InputError(f"{name} has not been curated yet: run `tweetlm curate {name}`")
             table = Table("#", "post id", "text", title=f"{name}: curated dataset {dataset.hash}")
             for i, post in enumerate(dataset.posts[:limit], 1):
-                table.add_row(str(i), post.post_id, post.text)
+                table.add_row(str(i), post.post_id, Text(post.text))
         else:
             table = Table("#", "date", "kind", "text", title=f"{name}: stored posts")
             for i, p in enumerate(store.iter_posts(name), 1):
                 if i > limit:
                     break
                 date = p.created_at.strftime("%Y-%m-%d") if p.created_at else "-"
-                table.add_row(str(i), date, p.kind.value, p.text)
+                table.add_row(str(i), date, p.kind.value, Text(p.text))
     console.print(table)

@@ -99,9 +99,10 @@ def train_cmd(
         None, "--max-minutes", help="Stop after this many minutes (evaluates and keeps the best)."
     ),
     report_to: str = typer.Option(
-        "none",
+        "trackio",
         "--report-to",
-        help="Experiment tracker passed to the Trainer (none, trackio, wandb, mlflow, tensorboard).",
+        help="Trackers, comma-separated: trackio (local, in TWEETLM_HOME; `tweetlm dashboard`), wandb, mlflow, "
+        "tensorboard; or none.",
     ),
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Run folder (default: TWEETLM_HOME/runs/<accounts>-<time>)."
@@ -168,7 +169,7 @@ def print_generation(gen: Any) -> None:
         f"(seed {gen.seed}, temperature {gen.settings['temperature']}, top-p {gen.settings['top_p']})"
     )
     for i, text in enumerate(gen.posts, 1):
-        console.print(f"{i:>3}. [generated] {text}", highlight=False, soft_wrap=True)
+        console.print(f"{i:>3}. [generated] {text}", markup=False, highlight=False, soft_wrap=True)
     if gen.dropped_copies or gen.dropped_empty:
         console.print(
             f"dropped {gen.dropped_copies} that copied a training post and {gen.dropped_empty} empty ones",

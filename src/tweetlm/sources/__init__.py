@@ -24,6 +24,7 @@ class ReadOptions:
     text_column: str | None = None  # CSV: which column holds the text
     platform: str | None = None  # overrides the platform a source would infer
     max_bytes: int = DEFAULT_MAX_BYTES
+    encoding: str | None = None  # CSV/text: the file's encoding (None: UTF-8, else detected)
 
 
 Reader = Callable[[Path, ReadOptions], Iterator[Post]]
@@ -67,6 +68,4 @@ def resolve(path: Path, fmt: str | None) -> FileSource:
     for source in sources.values():
         if source.detect(path):
             return source
-    raise InputError(
-        f"cannot tell what {path} is: pass --format ({', '.join(sorted(sources))})"
-    )
+    raise InputError(f"cannot tell what {path} is: pass --format ({', '.join(sorted(sources))})")
