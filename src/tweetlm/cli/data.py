@@ -58,6 +58,9 @@ def import_(
     fmt: str | None = typer.Option(None, "--format", "-f", help="x-archive, csv, jsonl or text (default: detected)."),
     text_column: str | None = typer.Option(None, "--text-column", help="CSV: the column that holds the text."),
     encoding: str | None = typer.Option(None, "--encoding", help="CSV/text encoding (default: UTF-8, detected)."),
+    max_size: float = typer.Option(
+        2048, "--max-size", min=0, help="Refuse a file, or a member of an archive, bigger than this many MB."
+    ),
 ) -> None:
     """Import posts from a file into the store. Importing the same file twice adds nothing.
 
@@ -76,8 +79,16 @@ def import_(
         raise InputError(f"{path} does not exist: give the path of an X archive, CSV, JSONL or text file")
     if path.is_file() and not _readable(path):
         raise InputError(f"{path} cannot be read (permissions?)")
+    max_bytes = int(max_size * 1024 * 1024)
+    if path.is_file() and path.suffix.lower() != ".zip" and path.stat().st_size > max_bytes:
+        raise InputError(f"{path} is over {max_size:g} MB: raise --max-size if it really is a file of posts")
     source = resolve(path, fmt)
-    options = ReadOptions(account=account.lstrip("@") if account else None, text_column=text_column, encoding=encoding)
+    options = ReadOptions(
+        account=account.lstrip("@") if account else None,
+        text_column=text_column,
+        encoding=encoding,
+        max_bytes=max_bytes,
+    )
     with Store() as store, console.status(f"importing {path.name} ({source.name})"):
         result = store.import_posts(
             source.read(path, options), source=source.name, path=str(path.resolve()), file_hash=_input_hash(path)

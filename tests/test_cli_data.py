@@ -1,0 +1,151 @@
+"""The data commands through the real entry point (`python -m tweetlm`), in a temp TWEETLM_HOME."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.archives import (
+    build_archive_zip,
+    build_malformed_archive,
+    build_not_archive_zip,
+    build_zip_slip,
+    sample_tweets,
+)
+from tests.conftest import OBAMA_CSV
+from tweetlm.store import Store
+
+
+def tweetlm(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "tweetlm", *map(str, args)], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def store_digest() -> str:
+    """A digest of everything in the store, to prove a failed command changed nothing."""
+    with Store() as store:
+        rows = [
+            list(map(tuple, store.db.execute(f"SELECT * FROM {table} ORDER BY 1")))
+            for table in ("posts", "imports", "datasets", "dataset_posts")
+        ]
+    return hashlib.sha256(json.dumps(rows, default=str).encode()).hexdigest()
+
+
+def test_obama_csv_import_curate_and_reimport() -> None:
+    first = tweetlm("import", OBAMA_CSV, "--account", "BarackObama")
+    assert first.returncode == 0, first.stderr
+    assert "3207 new" in first.stdout
+    curated = tweetlm("curate", "BarackObama")
+    assert curated.returncode == 0, curated.stderr
+    rows = {
+        line.split("│")[1].strip(): int(line.split("│")[2])
+        for line in curated.stdout.splitlines()
+        if line.count("│") >= 4 and line.split("│")[2].strip().isdigit()
+    }
+    assert rows["posts downloaded"] == 3207
+    assert rows["retweets"] == sum(1 for _ in _csv_texts() if _.startswith("RT @"))
+    dropped = sum(v for k, v in rows.items() if k not in ("posts downloaded", "kept for training"))
+    assert rows["kept for training"] + dropped == 3207
+    again = tweetlm("import", OBAMA_CSV, "--account", "BarackObama")
+    assert "0 new, 3207 already in the store" in again.stdout
+    listing = tweetlm("accounts")
+    assert "BarackObama" in listing.stdout and "3207" in listing.stdout
+    with Store() as store:
+        dataset = store.dataset("BarackObama")
+        assert dataset is not None and len(dataset.posts) == rows["kept for training"]
+        assert not any("&amp;" in t or "‰Û" in t or "http" in t for t in dataset.texts)
+
+
+def _csv_texts() -> list[str]:
+    import csv
+    import io
+
+    raw = OBAMA_CSV.read_bytes().decode("mac_roman")
+    return [row["text"] for row in csv.DictReader(io.StringIO(raw, newline=""))]
+
+
+def test_archive_zip_imports_28_posts_with_kinds(tmp_path: Path) -> None:
+    archive = build_archive_zip(tmp_path)
+    out = tweetlm("import", archive)
+    assert out.returncode == 0, out.stderr
+    assert "imported 28 posts of darkliquid" in out.stdout
+    tweets = sample_tweets()
+    with Store() as store:
+        kinds = [p.kind.value for p in store.iter_posts("darkliquid")]
+    assert kinds.count("retweet") == sum(t["full_text"].startswith("RT @") for t in tweets) == 1
+    assert kinds.count("reply") == sum(bool(t.get("in_reply_to_status_id_str")) for t in tweets)
+    show = tweetlm("show", "darkliquid", "-n", "3")
+    assert show.returncode == 0 and "reply" in show.stdout
+
+
+def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str | Path], str]]:
+    binary_csv = tmp / "binary.csv"
+    binary_csv.write_bytes(b"text,id\n\x00\x01\xff\xfe garbage\n")
+    no_text = tmp / "no_text.csv"
+    no_text.write_text("when,who,body\n2020-01-01,me,hello there\n", encoding="utf-8")
+    return {
+        "missing path": (["import", tmp / "nope.zip"], "does not exist"),
+        "not an X archive": (["import", build_not_archive_zip(tmp)], "not an X archive"),
+        "zip slip": (["import", build_zip_slip(tmp)], ".."),
+        "malformed JS": (["import", build_malformed_archive(tmp)], "tweets.js"),
+        "member over the size limit": (["import", build_archive_zip(tmp / "big"), "--max-size", "0.01"], "bytes"),
+        "file over the size limit": (["import", no_text, "--max-size", "0.00001"], "--max-size"),
+        "non-UTF-8 CSV": (["import", binary_csv], "not a UTF-8 text CSV"),
+        "CSV without a text column": (["import", no_text], "'when', 'who', 'body'"),
+        "unknown account": (["curate", "nobody"], "no posts for account 'nobody'"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing path",
+        "not an X archive",
+        "zip slip",
+        "malformed JS",
+        "member over the size limit",
+        "file over the size limit",
+        "non-UTF-8 CSV",
+        "CSV without a text column",
+        "unknown account",
+    ],
+)
+def test_bad_input_is_one_line_nonzero_and_leaves_the_store_untouched(case: str, tmp_path: Path) -> None:
+    assert tweetlm("import", OBAMA_CSV, "--account", "BarackObama").returncode == 0
+    before = store_digest()
+    args, expected = _bad_inputs(tmp_path)[case]
+    out = tweetlm(*args)
+    assert out.returncode != 0
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in out.stderr
+    assert store_digest() == before
+    assert not list(tmp_path.parent.glob("evil*"))  # zip slip wrote nothing outside
+
+
+def test_nothing_left_after_curation_names_the_rule(tmp_path: Path) -> None:
+    posts = tmp_path / "short.txt"
+    posts.write_text("ok then\nyes!\nno way\n", encoding="utf-8")
+    assert tweetlm("import", posts, "--account", "terse").returncode == 0
+    before = store_digest()
+    out = tweetlm("curate", "terse")
+    assert out.returncode == 1
+    assert "rule 'short' removed 3" in out.stderr and "--min-words" not in out.stdout
+    assert store_digest() == before
+    assert tweetlm("curate", "terse", "--min-words", "1").returncode == 0
+
+
+def test_help_lists_commands_with_examples() -> None:
+    out = tweetlm("--help")
+    for command in ("import", "accounts", "curate", "show", "train", "generate", "demo"):
+        assert command in out.stdout
+    assert "Examples" in tweetlm("import", "--help").stdout
