@@ -21,7 +21,8 @@ def smol_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("smol_home")
     os.environ["TWEETLM_HOME"] = str(home)  # the autouse fixture resets it per test; the run stays here
     add_account("obama", sample_posts(110))
-    result = train(TrainConfig(accounts=("obama",), epochs=1, max_steps=6, batch_size=16), output=home / "run")
+    config = TrainConfig(accounts=("obama",), epochs=1, max_steps=6, batch_size=16, report_to="none")
+    result = train(config, output=home / "run")
     assert result.run_dir is not None
     return result.run_dir
 

@@ -40,6 +40,7 @@ def tiny_config(tiny_model: Path, **kw: object) -> TrainConfig:
         "batch_size": 16,
         "max_length": 64,
         "precision": "fp32",
+        "report_to": "none",
     }
     defaults.update(kw)
     return TrainConfig(**defaults)  # type: ignore[arg-type]
@@ -111,6 +112,7 @@ def test_train_writes_a_run_folder_that_pipeline_loads(tiny_model: Path) -> None
     assert meta["config"]["learning_rate"] == 3e-3 and meta["data"]["hash"]
     card = (run / "README.md").read_text()
     assert "Machine-generated text" in card and "| kept |" in card and "pipeline(" in card
+    assert f'model="{run.name}"' in card and ".partial" not in card
 
     from transformers import pipeline
 

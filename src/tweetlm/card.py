@@ -40,7 +40,10 @@ def curation_table(datasets: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_card(run_dir: Path, run: dict[str, Any]) -> Path:
+def write_card(run_dir: Path, run: dict[str, Any], name: str | None = None) -> Path:
+    """Write README.md into `run_dir`; `name` is the run's final folder name (it may be written under a
+    temporary one)."""
+    name = name or run_dir.name
     accounts = run["accounts"]
     who = " and ".join(f"@{a}" for a in accounts)
     config = run["config"]
@@ -99,7 +102,7 @@ posts of {who}, starting from **{base}**, on {run["created_at"]}.
 ```python
 from transformers import pipeline
 
-generator = pipeline("text-generation", model="{run_dir.name}")
+generator = pipeline("text-generation", model="{name}")
 print(generator("{_eos_literal(run)}I don't like", max_new_tokens=60)[0]["generated_text"])
 ```
 
@@ -107,7 +110,7 @@ or with tweetlm, which prefixes the separator, stops at the end of a post, cuts 
 drops outputs that copy a training post, and labels them as generated:
 
 ```bash
-tweetlm generate {run_dir.name} "I don't like" -n 10
+tweetlm generate {name} "I don't like" -n 10
 ```
 
 ## Training data

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable
+from itertools import pairwise
 
 DEFAULT_RUN = 8  # words: a shared run this long counts as a copy
 _WORD = re.compile(r"\w+(?:['’]\w+)*|[^\w\s]")
@@ -25,8 +27,13 @@ class CopyIndex:
         self.exact: set[str] = set()
         self.grams: set[tuple[str, ...]] = set()
         self.posts: list[list[str]] = []
+        self.vocabulary: set[str] = set()
+        self.by_pair: dict[tuple[str, str], list[int]] = {}  # word pair -> posts that contain it
         for text in texts:
             tokens = words(text)
+            for pair in set(pairwise(tokens)):
+                self.by_pair.setdefault(pair, []).append(len(self.posts))
+            self.vocabulary.update(tokens)
             self.posts.append(tokens)
             self.exact.add(" ".join(tokens))
             self.grams.update(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
@@ -44,9 +51,16 @@ class CopyIndex:
     def longest_run(self, text: str) -> int:
         """Length in words of the longest run shared with any one training post."""
         tokens = words(text)
-        best = 0
-        for post in self.posts:
-            best = max(best, _longest_common_run(tokens, post))
+        # A shared run of k words puts k-1 of this text's word pairs in that post: count them per post
+        # (with repeats), then compare only posts whose count could still beat the best run so far.
+        pairs_in: Counter[int] = Counter()
+        for pair in pairwise(tokens):
+            pairs_in.update(self.by_pair.get(pair, ()))
+        best = int(any(t in self.vocabulary for t in tokens))
+        for post, count in pairs_in.most_common():
+            if count + 1 <= best:
+                break
+            best = max(best, _longest_common_run(tokens, self.posts[post]))
         return best
 
 

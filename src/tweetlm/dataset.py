@@ -1,11 +1,14 @@
 """Training data: a seeded split per account, each post framed by the EOS token, a balanced mix of
 accounts, and batches of posts of similar length re-drawn every epoch (little padding, no cross-post
-attention, no two epochs alike).
+attention, no two epochs alike). Batches hold a number of posts or a budget of tokens; a batch can be
+packed into rows with no padding to speak of, attention and positions still kept within each post.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -92,6 +95,8 @@ class EpochBatches:
     """Batch sampler: each epoch reshuffles (seed + epoch), draws the account mix, groups posts of
     similar length into batches (sorting within chunks of 50 batches), then shuffles the batch order.
 
+    A batch holds `batch_size` posts or, with `batch_tokens`, about that many tokens: the epoch is cut
+    into a fixed number of batches of equal token counts (the Trainer needs the same count every epoch).
     `set_epoch` is called by the Trainer (through accelerate) before every epoch, so a resumed run
     sees the same order as an uninterrupted one.
     """
@@ -104,16 +109,24 @@ class EpochBatches:
         batch_size: int,
         seed: int,
         group_by_length: bool = True,
+        batch_tokens: int = 0,
     ) -> None:
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.seed = seed
         self.group_by_length = group_by_length
+        self.batch_tokens = batch_tokens
         self.epoch = 0
         self.by_group: list[list[int]] = [[] for _ in per_epoch]
         for index, group in enumerate(groups):
             self.by_group[group].append(index)
         self.per_epoch = list(per_epoch)
+        posts = sum(self.per_epoch)
+        if batch_tokens:
+            tokens = sum(self.lengths[i] for i in self._draw(random.Random(seed)))
+            self.n_batches = min(posts, max(1, -(-tokens // batch_tokens)))
+        else:
+            self.n_batches = -(-posts // batch_size)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -130,21 +143,36 @@ class EpochBatches:
         rng = random.Random(self.seed * 1_000_003 + epoch)
         order = self._draw(rng)
         if self.group_by_length:
-            chunk = self.batch_size * 50
+            chunk = -(-len(order) // self.n_batches) * 50
             order = [
                 i
                 for start in range(0, len(order), chunk)
                 for i in sorted(order[start : start + chunk], key=self.lengths.__getitem__)
             ]
-        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        if self.batch_tokens:
+            batches = self._cut_by_tokens(order)
+        else:
+            batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         rng.shuffle(batches)
         return batches
+
+    def _cut_by_tokens(self, order: list[int]) -> list[list[int]]:
+        """`n_batches` consecutive slices of `order` with (nearly) equal token counts, none empty."""
+        cumulative = list(itertools.accumulate(self.lengths[i] for i in order))
+        total = cumulative[-1]
+        cuts = [0]
+        for k in range(1, self.n_batches):
+            at = bisect.bisect_left(cumulative, total * k / self.n_batches) + 1
+            # Leave at least one post for each batch still to come.
+            cuts.append(min(max(at, cuts[-1] + 1), len(order) - (self.n_batches - k)))
+        cuts.append(len(order))
+        return [order[a:b] for a, b in itertools.pairwise(cuts)]
 
     def __iter__(self) -> Iterator[list[int]]:
         yield from self.batches(self.epoch)
 
     def __len__(self) -> int:
-        return -(-sum(self.per_epoch) // self.batch_size)
+        return self.n_batches
 
 
 class PostDataset:
@@ -179,3 +207,37 @@ def collate(batch: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.T
         attention[row, : len(seq)] = 1
     labels = input_ids.masked_fill(attention == 0, -100)
     return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+
+def pack(batch: list[dict[str, list[int]]], pad_id: int, row_length: int) -> dict[str, torch.Tensor]:
+    """Pack posts into rows of at most `row_length` tokens (first fit, longest first), with no attention
+    mask: position ids restart at every post, which transformers turns into a block-diagonal causal mask,
+    so a post never sees another. The first token of each post is no target (nothing precedes it).
+    """
+    import torch
+
+    rows: list[list[list[int]]] = []
+    room: list[int] = []
+    for seq in sorted((item["input_ids"][:row_length] for item in batch), key=len, reverse=True):
+        for r, free in enumerate(room):
+            if len(seq) <= free:
+                rows[r].append(seq)
+                room[r] -= len(seq)
+                break
+        else:
+            rows.append([seq])
+            room.append(row_length - len(seq))
+    width = max(row_length - free for free in room)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, posts in enumerate(rows):
+        at = 0
+        for seq in posts:
+            end = at + len(seq)
+            input_ids[r, at:end] = torch.tensor(seq, dtype=torch.long)
+            labels[r, at + 1 : end] = input_ids[r, at + 1 : end]
+            positions[r, at:end] = torch.arange(len(seq))
+            at = end
+        positions[r, at:] = torch.arange(width - at)  # the padding is a "post" of its own, never a target
+    return {"input_ids": input_ids, "labels": labels, "position_ids": positions}

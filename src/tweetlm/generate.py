@@ -63,7 +63,8 @@ class Generation:
 class Generator:
     """A loaded run, ready to sample from. Load once, generate many times."""
 
-    def __init__(self, run_dir: Path, precision: str = "auto") -> None:
+    def __init__(self, run_dir: Path, precision: str = "auto", model_path: str | None = None) -> None:
+        """`model_path`: sample another model with the run's tokenizer (the base model, for `tweetlm eval`)."""
         import torch
 
         from tweetlm.models import load_model, load_tokenizer
@@ -73,7 +74,7 @@ class Generator:
         self.precision = resolve_precision(precision)
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         self.tokenizer: PreTrainedTokenizerBase = load_tokenizer(str(run_dir))
-        self.model: PreTrainedModel = load_model(str(run_dir), dtype=dtype)
+        self.model: PreTrainedModel = load_model(model_path or str(run_dir), dtype=dtype)
         self.model.eval()
         self.training_posts = training_posts(run_dir)
 

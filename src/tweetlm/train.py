@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import shutil
@@ -33,20 +34,25 @@ from tweetlm.dataset import (
     collate,
     data_hash,
     encode_posts,
+    pack,
     split_posts,
 )
 from tweetlm.errors import InputError, NoDataError, TrainingError
 from tweetlm.models import BaseModel, load_model, load_tokenizer, resolve_base_model
 from tweetlm.store import Dataset, Store
+from tweetlm.tracking import parse_report_to, prediction_callback, tracker_args
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+
+log = logging.getLogger("tweetlm")
 
 Event = dict[str, Any]
 EventHandler = Callable[[Event], None]
 
 SCHEDULERS = ("constant", "linear", "cosine")
-PRECISIONS = ("auto", "bf16", "fp32")
+PRECISIONS = ("auto", "bf16", "amp", "fp32")
+ATTENTIONS = ("auto", "eager", "sdpa")
 RUN_FILE = "run.json"
 POSTS_FILE = "posts.json"  # the curated training and validation posts (copy filter, evaluation)
 CONFIG_FILE = "tweetlm_config.json"  # written at the start, so --resume knows what it resumes
@@ -66,14 +72,34 @@ class TrainConfig:
     batch_size: int = field(default=16, metadata={"help": "posts per batch"})
     max_length: int = field(default=128, metadata={"help": "tokens per post (longer posts are cut)"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    precision: str = field(default="auto", metadata={"help": "auto (bf16 where supported), bf16 or fp32"})
+    precision: str = field(
+        default="auto",
+        metadata={"help": "auto (bf16 where supported), bf16 (bf16 weights, fp32 master copy), amp (autocast) or fp32"},
+    )
     group_by_length: bool = field(default=True, metadata={"help": "batch posts of similar length"})
     freeze_layers: int = field(default=0, metadata={"help": "freeze embeddings and this many lower layers"})
     seed: int = field(default=42, metadata={"help": "seed of the split, order and initialisation"})
     max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps"})
     max_minutes: float | None = field(default=None, metadata={"help": "stop after this many minutes"})
-    report_to: str = field(default="none", metadata={"help": "tracker passed to the Trainer"})
+    report_to: str = field(default="trackio", metadata={"help": "trackers (comma-separated) or none"})
     keep_checkpoints: bool = field(default=False, metadata={"help": "keep checkpoints in the run folder"})
+    batch_tokens: int = field(
+        default=0, metadata={"help": "tokens per batch, posts of similar length (0: batch_size posts)"}
+    )
+    packing: bool = field(
+        default=False, metadata={"help": "concatenate a batch's posts into one row (attention stays within a post)"}
+    )
+    freeze_embeddings: bool = field(
+        default=False, metadata={"help": "freeze the token embeddings (and an output head tied to them)"}
+    )
+    lora_rank: int = field(default=0, metadata={"help": "LoRA adapters of this rank (0: full fine-tune)"})
+    lora_alpha: float = field(default=32.0, metadata={"help": "LoRA scaling numerator (scale = alpha / rank)"})
+    lora_learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate of the LoRA adapters"})
+    threads: int = field(default=0, metadata={"help": "CPU threads for torch (0: torch's default)"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
+    attention: str = field(
+        default="auto", metadata={"help": "attention kernel: eager, sdpa, or auto (eager on CPU, the model's on GPU)"}
+    )
 
     def __post_init__(self) -> None:
         checks = [
@@ -89,7 +115,15 @@ class TrainConfig:
             (self.freeze_layers >= 0, "freeze_layers", "must be >= 0"),
             (self.max_steps is None or self.max_steps >= 1, "max_steps", "must be >= 1"),
             (self.max_minutes is None or self.max_minutes > 0, "max_minutes", "must be > 0"),
+            (not self.batch_tokens or self.batch_tokens >= self.max_length, "batch_tokens", "0 or >= max_length"),
+            (self.lora_rank >= 0, "lora_rank", "must be >= 0"),
+            (self.lora_alpha > 0, "lora_alpha", "must be > 0"),
+            (0 < self.lora_learning_rate < 1, "lora_learning_rate", "must be in (0, 1)"),
+            (self.threads >= 0, "threads", "must be >= 0 (0: torch's default)"),
+            (self.attention in ATTENTIONS, "attention", f"must be one of {', '.join(ATTENTIONS)}"),
+            (not (self.lora_rank and self.freeze_embeddings), "freeze_embeddings", "LoRA already freezes them"),
         ]
+        parse_report_to(self.report_to)  # raises InputError naming the option
         for ok, name, why in checks:
             if not ok:
                 raise InputError(f"{name}={getattr(self, name)!r}: {why}")
@@ -131,12 +165,19 @@ def bf16_supported() -> bool:
 
 
 def resolve_precision(precision: str) -> str:
+    """`auto` is bf16 where the GPU or CPU supports it, else fp32 (said once, in the log)."""
     if precision == "fp32":
         return "fp32"
     supported = bf16_supported()
-    if precision == "bf16" and not supported:
-        raise InputError("--precision bf16: this machine has no bf16 support; use --precision fp32")
-    return "bf16" if supported else "fp32"
+    if precision != "auto" and not supported:
+        raise InputError(f"--precision {precision}: this machine has no bf16 support; use --precision fp32")
+    if precision == "auto" and not supported and not _said_fp32:
+        _said_fp32.append(True)
+        log.warning("this machine has no bf16 support: computing in fp32, which is slower")
+    return precision if precision != "auto" else "bf16" if supported else "fp32"
+
+
+_said_fp32: list[bool] = []
 
 
 def run_name(accounts: tuple[str, ...]) -> str:
@@ -160,19 +201,58 @@ def load_datasets(store: Store, accounts: tuple[str, ...], on_event: EventHandle
     return datasets
 
 
-def freeze_lower_layers(model: PreTrainedModel, n_layers: int) -> int:
-    """Freeze the input embeddings and the lowest `n_layers` blocks; returns trainable parameters."""
+def prepare_model(model: PreTrainedModel, config: TrainConfig) -> PreTrainedModel:
+    """Freeze what the config freezes, or wrap the model with LoRA adapters (on the layers above
+    `freeze_layers`); returns the model to train."""
+    layers = _decoder_layers(model)
+    if config.freeze_layers > len(layers):
+        raise InputError(f"--freeze-layers {config.freeze_layers}: the model has only {len(layers)} layers")
+    if not config.lora_rank:
+        freeze_lower_layers(model, config.freeze_layers, config.freeze_embeddings)
+        return model
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers.pytorch_utils import Conv1D
+
+    # Every linear map inside a block (attention and MLP), by its name there: q_proj, ..., or GPT-2's c_attn, ...
+    linear = sorted(
+        {name.rsplit(".", 1)[-1] for name, m in layers[0].named_modules() if isinstance(m, torch.nn.Linear | Conv1D)}
+    )
+    lora = LoraConfig(
+        r=config.lora_rank,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=0.0,
+        target_modules=linear,
+        layers_to_transform=list(range(config.freeze_layers, len(layers))) if config.freeze_layers else None,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)  # type: ignore[return-value]
+
+
+def freeze_lower_layers(model: PreTrainedModel, n_layers: int, embeddings: bool = False) -> int:
+    """Freeze the lowest `n_layers` blocks and the input embeddings (with them, or alone with
+    `embeddings`); returns the trainable parameters.
+
+    A tied output head shares the embedding matrix: frozen layers keep it trainable for the head, and
+    detach the embedding output, so the backward pass still stops at the lowest trainable layer.
+    `embeddings=True` freezes the matrix, head included.
+    """
     layers = _decoder_layers(model)
     if n_layers > len(layers):
         raise InputError(f"--freeze-layers {n_layers}: the model has only {len(layers)} layers")
-    if n_layers:
-        model.get_input_embeddings().requires_grad_(False)
-        for layer in layers[:n_layers]:
-            layer.requires_grad_(False)
-        if getattr(model.config, "tie_word_embeddings", False):
-            # A tied output head shares the embedding matrix: keep it trainable for the head.
-            model.get_input_embeddings().requires_grad_(True)
+    embed = model.get_input_embeddings()
+    if n_layers or embeddings:
+        embed.requires_grad_(False)
+    for layer in layers[:n_layers]:
+        layer.requires_grad_(False)
+    if n_layers and not embeddings and getattr(model.config, "tie_word_embeddings", False):
+        embed.requires_grad_(True)
+        embed.register_forward_hook(_detach_output)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _detach_output(module: Any, inputs: Any, output: Any) -> Any:
+    return output.detach()
 
 
 def _decoder_layers(model: PreTrainedModel) -> list[Any]:
@@ -240,9 +320,15 @@ def train(
         if own_store:
             store.close()
     hooks = _Hooks(emit, list(callbacks), stop or threading.Event(), save_model)
+    import torch
+
+    threads = torch.get_num_threads()
     try:
+        if config.threads:
+            torch.set_num_threads(config.threads)
         return _train(config, datasets, partial, final_dir, hooks, resume)
     finally:
+        torch.set_num_threads(threads)
         if not save_model:
             shutil.rmtree(partial, ignore_errors=True)
 
@@ -268,6 +354,8 @@ def _train(
     from transformers import Trainer, TrainerCallback, TrainingArguments
     from transformers.trainer_callback import PrinterCallback
 
+    from tweetlm.optim import MasterAdamW
+
     started = time.monotonic()
     emit = hooks.emit
     splits = {account: split_posts(ds.texts, config.seed) for account, ds in datasets.items()}
@@ -275,9 +363,14 @@ def _train(
     precision = resolve_precision(config.precision)
     emit({"type": "loading", "base_model": base.name, "precision": precision})
     tokenizer = load_tokenizer(base.path)
-    model = load_model(base.path)
-    trainable = freeze_lower_layers(model, config.freeze_layers)
     transformers.set_seed(config.seed)
+    model = load_model(base.path, dtype=torch.bfloat16 if precision == "bf16" else None)
+    if config.attention == "eager" or (config.attention == "auto" and not torch.cuda.is_available()):
+        model.set_attn_implementation("eager")  # on CPU, faster than sdpa's backward for post-sized rows
+    elif config.attention == "sdpa":
+        model.set_attn_implementation("sdpa")
+    model = prepare_model(model, config)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
     accounts = list(splits)
     train_seqs: list[list[int]] = []
@@ -298,6 +391,7 @@ def _train(
         config.batch_size,
         config.seed,
         config.group_by_length,
+        config.batch_tokens,
     )
     steps_per_epoch = max(1, math.ceil(len(sampler) / config.grad_accum))
     tokens_per_epoch = sum(len(train_seqs[i]) for batch in sampler.batches(0) for i in batch)
@@ -310,11 +404,12 @@ def _train(
         )
     pad_id = tokenizer.pad_token_id
 
+    def collate_train(batch: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        return pack(batch, pad_id, config.max_length) if config.packing else collate(batch, pad_id)
+
     class Tweetlm(Trainer):
         def get_train_dataloader(self) -> torch.utils.data.DataLoader:
-            loader = torch.utils.data.DataLoader(
-                train_set, batch_sampler=sampler, collate_fn=lambda b: collate(b, pad_id)
-            )
+            loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, collate_fn=collate_train)
             return self.accelerator.prepare(loader)
 
         def get_eval_dataloader(self, eval_dataset: Any = None) -> torch.utils.data.DataLoader:
@@ -387,7 +482,7 @@ def _train(
         output_dir=str(partial / "checkpoints"),
         num_train_epochs=config.epochs,
         max_steps=config.max_steps or -1,
-        learning_rate=config.learning_rate,
+        learning_rate=config.lora_learning_rate if config.lora_rank else config.learning_rate,
         lr_scheduler_type=config.scheduler if config.scheduler != "constant" else "constant_with_warmup",
         warmup_steps=config.warmup,
         weight_decay=config.weight_decay,
@@ -402,9 +497,10 @@ def _train(
         greater_is_better=False,
         save_total_limit=1,
         logging_steps=max(1, min(10, steps_per_epoch // 4)),
-        report_to=[] if config.report_to == "none" else [config.report_to],
+        **tracker_args(config.report_to),
         run_name=final_dir.name,
-        bf16=precision == "bf16",
+        bf16=precision == "amp",  # autocast; "bf16" computes in bf16 weights, updated by MasterAdamW
+        torch_compile=config.compile,
         seed=config.seed,
         data_seed=config.seed,
         disable_tqdm=True,
@@ -413,6 +509,9 @@ def _train(
         use_cpu=not torch.cuda.is_available(),
         average_tokens_across_devices=False,
     )
+    # Sample predictions go to the run folder or a tracker: a sweep trial that keeps neither skips them.
+    keeps_samples = hooks.save_model or bool(parse_report_to(config.report_to))
+    predictions = [prediction_callback(config, datasets, splits, partial)] if keeps_samples else []
     trainer = Tweetlm(
         model=model,
         args=args,
@@ -420,7 +519,16 @@ def _train(
         eval_dataset=val_set,
         processing_class=tokenizer,
         data_collator=lambda b: collate(b, pad_id),
-        callbacks=[Control(), *hooks.callbacks],
+        optimizer_cls_and_kwargs=(
+            MasterAdamW,
+            {
+                "lr": args.learning_rate,
+                "betas": (args.adam_beta1, args.adam_beta2),
+                "eps": args.adam_epsilon,
+                "fused": True,
+            },
+        ),
+        callbacks=[Control(), *predictions, *hooks.callbacks],
     )
     trainer.remove_callback(PrinterCallback)
 
@@ -451,7 +559,8 @@ def _train(
     if not evals or any(math.isnan(h["eval_loss"]) for h in evals[-1:]):
         raise TrainingError("validation loss is NaN: lower --learning-rate (or use --precision fp32)")
     before = evals[0]["eval_loss"] if not resume else _first_eval(partial)
-    best = min(h["eval_loss"] for h in evals)
+    # The model kept is the best checkpoint, and checkpoints are taken after training steps only.
+    best = min((h["eval_loss"] for h in evals if h.get("step", 0) > 0), default=before)
     metrics = {
         "eval_loss_before": before,
         "perplexity_before": math.exp(min(before, 50)),
@@ -472,11 +581,19 @@ def _train(
     if not hooks.save_model:
         emit({"type": "done", "run_dir": None, "metrics": metrics})
         return RunResult(None, metrics)
+    plain = _plain_model(trainer.model)
     run = _finish(
-        trainer.model, tokenizer, config, base, precision, datasets, splits, mix.to_dict(), metrics, partial, final_dir
+        plain, tokenizer, config, base, precision, datasets, splits, mix.to_dict(), metrics, partial, final_dir
     )
     emit({"type": "done", "run_dir": str(run), "metrics": metrics})
     return RunResult(run, metrics)
+
+
+def _plain_model(model: PreTrainedModel) -> PreTrainedModel:
+    """The trained model as a plain fp32 transformers model (LoRA adapters merged in fp32)."""
+    model = model.float()
+    merge = getattr(model, "merge_and_unload", None)
+    return merge() if merge is not None else model
 
 
 def _first_eval(partial: Path) -> float:
@@ -566,7 +683,7 @@ def _finish(
         partial / POSTS_FILE,
         {"train": {a: s.train for a, s in splits.items()}, "validation": {a: s.validation for a, s in splits.items()}},
     )
-    write_card(partial, run)
+    write_card(partial, run, name=final_dir.name)
     if not config.keep_checkpoints:
         shutil.rmtree(partial / "checkpoints", ignore_errors=True)
     (partial / CONFIG_FILE).unlink(missing_ok=True)

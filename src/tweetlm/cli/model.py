@@ -74,6 +74,7 @@ class TrainDisplay:
 
 @app.command("train", rich_help_panel=TRAIN_PANEL)
 def train_cmd(
+    ctx: typer.Context,
     accounts: list[str] = typer.Argument(..., help="Account(s) to imitate; several are balanced and merged."),
     base_model: str = typer.Option(
         "smollm2", "--base-model", "-m", help="Embedded 'smollm2', an HF model id (gpt2, ...) or a folder."
@@ -87,12 +88,17 @@ def train_cmd(
     max_length: int = typer.Option(128, "--max-length", help="Tokens per post (longer ones are cut)."),
     weight_decay: float = typer.Option(0.0, "--weight-decay", help="AdamW weight decay."),
     precision: str = typer.Option(
-        "auto", "--precision", help="auto (bf16 where the CPU/GPU supports it), bf16 or fp32."
+        "auto",
+        "--precision",
+        help="auto (bf16 where the CPU/GPU supports it), bf16 (bf16 weights, fp32 master copy), amp (autocast) "
+        "or fp32.",
     ),
     group_by_length: bool = typer.Option(
         True, "--group-by-length/--no-group-by-length", help="Batch posts of similar length (less padding)."
     ),
-    freeze_layers: int = typer.Option(0, "--freeze-layers", help="Freeze embeddings and this many lower layers."),
+    freeze_layers: int = typer.Option(
+        0, "--freeze-layers", help="Freeze this many lower layers and the input embeddings (a tied head still trains)."
+    ),
     seed: int = typer.Option(42, "--seed", help="Seed of the split, the order and the initialisation."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps."),
     max_minutes: float | None = typer.Option(
@@ -110,6 +116,27 @@ def train_cmd(
     resume: bool = typer.Option(False, "--resume", help="Continue the latest interrupted run of these accounts."),
     keep_checkpoints: bool = typer.Option(
         False, "--keep-checkpoints", help="Keep the Trainer checkpoints in the run folder."
+    ),
+    batch_tokens: int = typer.Option(
+        0, "--batch-tokens", help="Tokens per batch (posts of similar length) instead of --batch-size posts; 0: off."
+    ),
+    packing: bool = typer.Option(
+        False, "--packing/--no-packing", help="Pack each batch's posts into rows (attention stays within a post)."
+    ),
+    freeze_embeddings: bool = typer.Option(
+        False, "--freeze-embeddings", help="Freeze the token embeddings (and an output head tied to them)."
+    ),
+    lora_rank: int = typer.Option(0, "--lora-rank", help="Train LoRA adapters of this rank instead of all weights."),
+    lora_alpha: float = typer.Option(32.0, "--lora-alpha", help="LoRA scale numerator (scale = alpha / rank)."),
+    lora_learning_rate: float = typer.Option(1e-3, "--lora-lr", help="Peak learning rate of the LoRA adapters."),
+    threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0: its default, one per core)."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model (pays off on long runs)."),
+    attention: str = typer.Option("auto", "--attention", help="auto (eager on CPU), eager or sdpa."),
+    params_from: str | None = typer.Option(
+        None, "--params-from", help="Use a sweep study's best settings (options given here still win)."
+    ),
+    storage: str | None = typer.Option(
+        None, "--storage", envvar="TWEETLM_SWEEP_STORAGE", help="The study's storage URL (for --params-from)."
     ),
 ) -> None:
     """Fine-tune a base model on the curated posts of one or more accounts.
@@ -147,7 +174,20 @@ def train_cmd(
         max_minutes=max_minutes,
         report_to=report_to,
         keep_checkpoints=keep_checkpoints,
+        batch_tokens=batch_tokens,
+        packing=packing,
+        freeze_embeddings=freeze_embeddings,
+        lora_rank=lora_rank,
+        lora_alpha=lora_alpha,
+        lora_learning_rate=lora_learning_rate,
+        threads=threads,
+        compile=compile,
+        attention=attention,
     )
+    if params_from:
+        from tweetlm.cli.sweep import apply_study_params
+
+        config = apply_study_params(ctx, config, params_from, storage)
     display = TrainDisplay()
     try:
         result = train(config, on_event=display, output=output, resume=resume)

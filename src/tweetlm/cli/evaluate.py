@@ -1,0 +1,162 @@
+"""Measuring commands: eval, compare, report, dashboard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich import box
+from rich.table import Table
+
+from tweetlm.cli.app import app, console, err_console
+
+PANEL = "Measure"
+
+
+@app.command("eval", rich_help_panel=PANEL)
+def eval_cmd(
+    run: str = typer.Argument(..., help="A run folder, its name, or an account (its latest run)."),
+    n: int = typer.Option(100, "-n", "--num", help="Posts to generate with each model."),
+    seed: int = typer.Option(0, "--seed", help="Seed of sampling, subsampling and the classifier (recorded)."),
+    copy_run: int = typer.Option(8, "--copy-run", help="Shared words in a row that make a near copy."),
+    max_new_tokens: int = typer.Option(96, "--max-new-tokens", help="Tokens to sample per post at most."),
+    as_json: bool = typer.Option(False, "--json", help="Print eval.json instead of the table."),
+) -> None:
+    """Measure a run against its untouched base model: validation loss, copying, diversity, shape, voice.
+
+    Saves eval.json in the run folder. The same run, seed and machine give the same figures.
+
+    Examples:
+
+      tweetlm eval BarackObama
+
+      tweetlm eval BarackObama -n 200 --seed 1 --json
+    """
+    from tweetlm.evaluate import EvalConfig, evaluate_run
+    from tweetlm.train import resolve_run
+
+    config = EvalConfig(n=n, seed=seed, copy_run=copy_run, max_new_tokens=max_new_tokens)
+    run_dir = resolve_run(run)
+    with console.status("evaluating") as status:
+        result = evaluate_run(run_dir, config, progress=lambda message: status.update(message))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    print_eval(result)
+    console.print(f"saved {run_dir / 'eval.json'}; next: tweetlm report {run_dir.name}")
+
+
+def print_eval(result: dict[str, Any]) -> None:
+    from tweetlm.evaluate import table_rows, voice_summary
+
+    settings = result["settings"]
+    table = Table(
+        title=f"{result['run']}: fine-tuned vs base model ({result['base_model']})",
+        caption=f"{settings['n']} posts per model, seed {settings['seed']}; generated posts are {result['label']}",
+    )
+    table.add_column("")
+    for name in ("fine-tuned", "base model", "real posts"):
+        table.add_column(name, justify="right")
+    for row in table_rows(result):
+        table.add_row(*row)
+    console.print(table)
+    if line := voice_summary(result):
+        console.print(line, style="dim", highlight=False)
+    for note in result["notes"]:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+
+
+@app.command("compare", rich_help_panel=PANEL)
+def compare_cmd(
+    runs: list[str] = typer.Argument(..., help="Run folders, names or accounts (each account's latest run)."),
+    output: Path = typer.Option(
+        Path("compare-losses.png"), "--output", "-o", help="Where to write the plot of validation losses (PNG)."
+    ),
+) -> None:
+    """Compare runs (accounts or settings): a table and one plot of their validation-loss curves.
+
+    Examples:
+
+      tweetlm compare BarackObama elonmusk
+
+      tweetlm compare runs/a-20240101-120000 runs/a-20240102-090000 -o lr.png
+    """
+    from tweetlm.report import comparison_rows, load_runs, plot_validation_losses, write_png
+    from tweetlm.train import resolve_run
+
+    loaded = load_runs([resolve_run(r) for r in runs])
+    rows = comparison_rows(loaded)
+    path = write_png(output, plot_validation_losses([(run_dir.name, run) for run_dir, run in loaded]))
+
+    def pct(value: float | None) -> str:
+        return "–" if value is None else f"{100 * value:.0f}%"
+
+    bases = sorted({row["base"] for row in rows})
+    table = Table(
+        title=f"validation loss by run, best first (base model: {', '.join(bases)})",
+        caption="loss: validation loss after training (epoch 0 in the plot: before); from `tweetlm eval RUN`: "
+        "copies: generated posts sharing 8+ words with a training post, dist-2: distinct bigrams, "
+        "voice: generated posts attributed to the account",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("run", overflow="fold")
+    if len(bases) > 1:
+        table.add_column("base")
+    for name in ("steps", "loss", "ppl", "copies", "dist-2", "voice"):
+        table.add_column(name, justify="right")
+    for row in sorted(rows, key=lambda r: r["eval_loss_after"]):
+        table.add_row(
+            row["run"],
+            *([row["base"]] if len(bases) > 1 else []),
+            str(row["steps"]),
+            f"{row['eval_loss_after']:.3f}",
+            f"{row['perplexity_after']:.1f}",
+            pct(row["copies"]),
+            "–" if row["distinct_2"] is None else f"{row['distinct_2']:.2f}",
+            pct(row["voice"]),
+        )
+    console.print(table)
+    console.print(f"plot: [bold]{path}[/]")
+
+
+@app.command("report", rich_help_panel=PANEL)
+def report_cmd(
+    run: str = typer.Argument(..., help="A run folder, its name, or an account (its latest run)."),
+) -> None:
+    """Write report.html in the run folder: loss curves, curation, evaluation and sample predictions.
+
+    A single self-contained page (no external files). Run `tweetlm eval RUN` first to include the evaluation.
+
+    Example:
+
+      tweetlm report BarackObama
+    """
+    from tweetlm.report import write_report
+    from tweetlm.train import resolve_run
+
+    path = write_report(resolve_run(run))
+    console.print(f"report: [bold]{path}[/]")
+
+
+@app.command("dashboard", rich_help_panel=PANEL)
+def dashboard_cmd(
+    port: int | None = typer.Option(None, "--port", help="Port of the dashboard (default: trackio's)."),
+    open_browser: bool = typer.Option(True, "--open/--no-open", help="Open it in the browser."),
+) -> None:
+    """Open the trackio dashboard of tracked training runs (kept locally in TWEETLM_HOME/trackio)."""
+    import importlib.util
+
+    from tweetlm.errors import InputError
+    from tweetlm.tracking import PROJECT, use_trackio_dir
+
+    if importlib.util.find_spec("trackio") is None:
+        raise InputError("trackio is not installed: pip install 'tweetlm[eval]'")
+    folder = use_trackio_dir()
+    if not (folder / f"{PROJECT}.db").is_file():
+        raise InputError(f"no tracked runs in {folder}: train one with `tweetlm train ACCOUNT` (--report-to trackio)")
+    import trackio
+
+    console.print(f"trackio runs in {folder} (Ctrl-C to stop)")
+    trackio.show(project=PROJECT, open_browser=open_browser, server_port=port, block_thread=True)

