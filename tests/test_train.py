@@ -136,11 +136,16 @@ def test_generate_stops_at_eos_cuts_and_filters_copies(tiny_model: Path) -> None
     assert out.label == "machine-generated, not written by the person"
     assert gen.generate("We will", config).posts == out.posts  # a seed reproduces a batch
 
-    # Pretend two of those outputs were training posts: the same seed now drops them as copies.
-    gen.training_posts = [out.posts[0], out.posts[3] + " and more words after it"]
+    # Pretend two of those outputs were training posts, one exactly and one inside a longer post (a run
+    # of 8+ shared words): the same seed now drops both as copies.
+    from tweetlm.copies import words
+
+    near = max(range(1, 6), key=lambda i: len(words(out.posts[i])))
+    assert len(words(out.posts[near])) >= 8
+    gen.training_posts = [out.posts[0], "Earlier words, then " + out.posts[near] + " and more words after it"]
     filtered = gen.generate("We will", GenerateConfig(n=6, seed=0, max_chars=60, max_rounds=1))
     assert filtered.dropped_copies == 2
-    assert filtered.posts == [p for i, p in enumerate(out.posts) if i not in (0, 3)]
+    assert filtered.posts == [p for i, p in enumerate(out.posts) if i not in (0, near)]
     with pytest.raises(InputError, match="characters"):
         gen.generate("x" * 300, GenerateConfig())
 
