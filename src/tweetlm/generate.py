@@ -5,6 +5,7 @@ length, empty outputs retried, copies of training posts dropped and counted. Eve
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from tweetlm.errors import InputError
 from tweetlm.train import POSTS_FILE, read_run, resolve_precision
 
 if TYPE_CHECKING:
+    import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 LABEL = SHORT_LABEL
@@ -124,12 +126,14 @@ class Generator:
                 attention_mask=torch.ones_like(input_ids),
                 do_sample=True,
                 temperature=config.temperature,
-                top_p=config.top_p,
+                top_p=1.0,  # applied by TopP, without sorting the whole vocabulary at every step
                 top_k=config.top_k,
                 max_new_tokens=config.max_new_tokens,
                 eos_token_id=self.tokenizer.eos_token_id,
                 pad_token_id=self.tokenizer.pad_token_id,
                 use_cache=True,
+                logits_processor=[TopP(config.top_p)] if config.top_p < 1 else None,
+                stopping_criteria=[PastMaxChars(self.tokenizer, len(ids), prompt, config.max_chars)],
             )
         texts = []
         for row in out[:, len(ids) :]:
@@ -140,6 +144,50 @@ class Generator:
             continuation = self.tokenizer.decode(tokens, skip_special_tokens=True)
             texts.append(cut(_join(prompt, continuation), config.max_chars))
         return texts
+
+
+class TopP:
+    """Nucleus sampling as transformers' TopPLogitsWarper does it (keep the most likely tokens until
+    their mass reaches `top_p`), found among the top 256 tokens instead of a sort of the vocabulary;
+    rows whose top 256 hold less than `top_p` of the mass fall back to the full sort."""
+
+    def __init__(self, top_p: float, k: int = 256) -> None:
+        self.top_p = top_p
+        self.k = k
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        k = min(self.k, scores.shape[-1])
+        top_scores, top_ids = scores.topk(k, dim=-1)
+        probs = (top_scores - scores.logsumexp(-1, keepdim=True)).exp()  # of the whole vocabulary
+        before = probs.cumsum(-1) - probs  # the mass of the more likely tokens
+        keep = before < self.top_p
+        keep[:, 0] = True
+        out = torch.full_like(scores, -math.inf).scatter_(1, top_ids, top_scores.masked_fill(~keep, -math.inf))
+        short = (before[:, -1] + probs[:, -1]) < self.top_p
+        if short.any():
+            from transformers.generation.logits_process import TopPLogitsWarper
+
+            out[short] = TopPLogitsWarper(self.top_p)(input_ids[short], scores[short])
+        return out
+
+
+class PastMaxChars:
+    """Stops a row once its text is longer than `max_chars` (plus a margin for a character still
+    being spelled in bytes): `cut` would drop whatever came after."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, start: int, prompt: str, max_chars: int) -> None:
+        self.tokenizer = tokenizer
+        self.start = start
+        self.prompt = prompt
+        self.limit = max_chars + 4
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        import torch
+
+        texts = self.tokenizer.batch_decode(input_ids[:, self.start :], skip_special_tokens=True)
+        return torch.tensor([len(_join(self.prompt, t)) > self.limit for t in texts], device=input_ids.device)
 
 
 def _join(prompt: str, continuation: str) -> str:

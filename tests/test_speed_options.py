@@ -1,0 +1,216 @@
+"""The fast training options on the tiny model: token-budget batches, packing, bf16 weights with fp32
+master weights, frozen embeddings and layers, LoRA. Each one trains for real and keeps the run folder."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import sample_posts
+from tests.test_train import add_account, tiny_config
+from tweetlm.dataset import EpochBatches, collate, encode_posts, pack
+from tweetlm.errors import InputError
+from tweetlm.train import RUN_FILE, TrainConfig, bf16_supported, freeze_lower_layers, read_run, train
+
+needs_bf16 = pytest.mark.skipif(not bf16_supported(), reason="no bf16 support on this machine")
+
+
+def test_token_batches_are_a_fixed_number_of_equal_token_counts() -> None:
+    lengths = [5 + (i * 7) % 40 for i in range(300)]
+    sampler = EpochBatches(lengths, [0] * 300, [300], batch_size=8, seed=1, batch_tokens=400)
+    assert len(sampler) == math.ceil(sum(lengths) / 400)
+    for epoch in range(3):
+        batches = sampler.batches(epoch)
+        assert len(batches) == len(sampler)  # the Trainer plans every epoch with len()
+        assert sorted(i for b in batches for i in b) == list(range(300))
+        tokens = [sum(lengths[i] for i in b) for b in batches]
+        assert max(tokens) - min(tokens) <= 2 * max(lengths)
+        # grouped by length: a batch spans a few tokens, except where two sorted chunks meet
+        spreads = sorted(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches)
+        assert spreads[len(spreads) // 2] <= 4
+    assert sampler.batches(0) != sampler.batches(1)
+
+
+def test_token_batches_keep_their_count_when_accounts_are_upsampled() -> None:
+    lengths = [10 + i % 30 for i in range(130)]
+    sampler = EpochBatches(lengths, [0] * 100 + [1] * 30, [100, 70], batch_size=8, seed=0, batch_tokens=300)
+    counts = {len(sampler.batches(epoch)) for epoch in range(5)}
+    assert counts == {len(sampler)}
+    drawn = [i for b in sampler.batches(2) for i in b]
+    assert len(drawn) == 170 and sum(i >= 100 for i in drawn) == 70
+
+
+def test_packing_keeps_attention_and_positions_within_each_post(tiny_model: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    seqs = [s[: 10 + 3 * i] for i, s in enumerate(encode_posts(tokenizer, sample_posts(12), 48))]
+    packed = pack([{"input_ids": s} for s in seqs], tokenizer.eos_token_id, 64)
+    assert packed["input_ids"].shape[1] <= 64 and packed["input_ids"].shape[0] < len(seqs)
+    assert "attention_mask" not in packed
+    targets = int((packed["labels"] != -100).sum())
+    assert targets == sum(len(s) - 1 for s in seqs)  # every token but a post's first is a target
+
+    padded = collate([{"input_ids": s} for s in seqs], tokenizer.eos_token_id)
+    for attention in ("eager", "sdpa"):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation=attention).eval()
+        with torch.no_grad():
+            # use_cache=False, as in training: with a cache transformers does not look for packed rows
+            row_logits = model(**packed, use_cache=False).logits
+            alone = model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"]).logits
+        for index, seq in enumerate(seqs):
+            row, start = _find(packed, seq)
+            got = row_logits[row, start : start + len(seq)]
+            assert torch.allclose(got, alone[index, : len(seq)], atol=1e-4), (attention, index)
+
+
+def _find(packed: dict[str, object], seq: list[int]) -> tuple[int, int]:
+    ids = packed["input_ids"].tolist()  # type: ignore[attr-defined]
+    positions = packed["position_ids"].tolist()  # type: ignore[attr-defined]
+    for r, row in enumerate(ids):
+        for start in range(len(row) - len(seq) + 1):
+            if positions[r][start] == 0 and row[start : start + len(seq)] == seq:
+                return r, start
+    raise AssertionError("post not found in the packed rows")
+
+
+def test_master_adamw_keeps_updates_that_bf16_rounds_away() -> None:
+    import torch
+
+    from tweetlm.optim import MasterAdamW
+
+    weight = torch.nn.Parameter(torch.ones(64, dtype=torch.bfloat16))
+    naive = torch.nn.Parameter(torch.ones(64, dtype=torch.bfloat16))
+    optimizer = MasterAdamW([weight], lr=1e-3, fused=True)
+    plain = torch.optim.AdamW([naive], lr=1e-3)
+    for _ in range(10):
+        weight.grad = torch.ones_like(weight)
+        naive.grad = torch.ones_like(naive)
+        optimizer.step()
+        plain.step()
+    # Ten steps of ~1e-3 each: bf16 steps near 1.0 are 2**-8 apart, so each lone update rounds away...
+    assert torch.all(naive == 1.0)
+    # ...while the fp32 master accumulates them and the model sees the rounded sum.
+    master = optimizer.pairs[0][1]
+    assert master.dtype == torch.float32 and torch.allclose(master, torch.full_like(master, 0.99), atol=1e-4)
+    assert torch.equal(weight.data, master.to(torch.bfloat16))
+
+    resumed_weight = torch.nn.Parameter(torch.ones(64, dtype=torch.bfloat16))
+    resumed = MasterAdamW([resumed_weight], lr=1e-3, fused=True)
+    resumed.load_state_dict(optimizer.state_dict())
+    assert torch.equal(resumed.pairs[0][1], master) and torch.equal(resumed_weight.data, weight.data)
+
+
+@needs_bf16
+def test_bf16_training_writes_the_usual_fp32_run_folder(tiny_model: Path) -> None:
+    from safetensors import safe_open
+
+    add_account("obama", sample_posts(200))
+    result = train(tiny_config(tiny_model, precision="bf16", epochs=1))
+    meta = read_run(result.run_dir)
+    assert meta["precision"] == "bf16" and meta["config"]["precision"] == "bf16"
+    assert result.metrics["eval_loss_after"] < result.metrics["eval_loss_before"] - 0.3
+    with safe_open(str(result.run_dir / "model.safetensors"), "pt") as weights:
+        assert {weights.get_slice(k).get_dtype() for k in weights.keys()} == {"F32"}
+
+
+@needs_bf16
+def test_bf16_resume_continues_from_the_master_weights(tiny_model: Path) -> None:
+    import os
+    import signal
+
+    from tweetlm.train import TrainingInterrupted
+
+    add_account("obama", sample_posts(200))
+
+    def press_ctrl_c(event: dict[str, object]) -> None:
+        if event["type"] == "step" and event["step"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    config = tiny_config(tiny_model, precision="bf16", batch_tokens=256)
+    with pytest.raises(TrainingInterrupted):
+        train(config, on_event=press_ctrl_c)
+    events: list[dict[str, object]] = []
+    result = train(config, resume=True, on_event=events.append)
+    assert next(e for e in events if e["type"] == "start")["step"] > 0
+    assert result.metrics["eval_loss_after"] < result.metrics["eval_loss_before"]
+
+
+def test_token_batches_and_packing_train(tiny_model: Path) -> None:
+    add_account("obama", sample_posts(200))
+    events: list[dict[str, object]] = []
+    result = train(tiny_config(tiny_model, batch_tokens=1024, packing=True), save_model=False, on_event=events.append)
+    start = next(e for e in events if e["type"] == "start")
+    assert start["steps_per_epoch"] == math.ceil(start["tokens_per_epoch"] / 1024)  # type: ignore[operator]
+    assert result.metrics["steps"] == 2 * start["steps_per_epoch"]
+    assert result.metrics["eval_loss_after"] < result.metrics["eval_loss_before"] - 0.3
+
+
+def test_frozen_layers_stop_the_backward_pass_but_train_a_tied_head(tiny_model: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    ids = torch.tensor([[0, 5, 9, 13, 0]])
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    trainable = freeze_lower_layers(model, 1)
+    model(input_ids=ids, labels=ids).loss.backward()
+    lower, upper = model.model.layers
+    assert all(p.grad is None for p in lower.parameters())
+    assert all(p.grad is not None for p in upper.parameters())
+    assert model.get_input_embeddings().weight.grad is not None  # through the tied head only
+    assert trainable == sum(p.numel() for p in upper.parameters()) + model.get_input_embeddings().weight.numel() + sum(
+        p.numel() for p in model.model.norm.parameters()
+    )
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    freeze_lower_layers(model, 0, embeddings=True)
+    model(input_ids=ids, labels=ids).loss.backward()
+    assert model.get_input_embeddings().weight.grad is None
+    assert all(p.grad is not None for p in model.model.layers[0].parameters())
+
+
+def test_lora_trains_adapters_and_saves_a_merged_plain_model(tiny_model: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    add_account("obama", sample_posts(200))
+    config = tiny_config(tiny_model, lora_rank=4, lora_learning_rate=3e-2, freeze_layers=1, epochs=1)
+    result = train(config)
+    run = result.run_dir
+    assert (run / RUN_FILE).is_file() and not (run / "adapter_config.json").exists()
+    assert result.metrics["trainable_parameters"] < 5000  # adapters on the upper layer only
+    assert result.metrics["eval_loss_after"] < result.metrics["eval_loss_before"]
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    tuned = AutoModelForCausalLM.from_pretrained(run)
+    assert type(tuned) is type(base)
+    same = {n for n, p in tuned.state_dict().items() if torch.equal(p, base.state_dict()[n])}
+    assert "model.layers.1.self_attn.q_proj.weight" not in same  # the adapters were merged in
+    assert "model.layers.0.self_attn.q_proj.weight" in same and "model.embed_tokens.weight" in same
+
+
+def test_bad_speed_options_name_the_field() -> None:
+    cases = {
+        "lora_rank": {"lora_rank": -1},
+        "batch_tokens": {"batch_tokens": 10},
+        "attention": {"attention": "flash"},
+        "threads": {"threads": -2},
+        "precision": {"precision": "fp16"},
+        "freeze_embeddings": {"lora_rank": 8, "freeze_embeddings": True},
+    }
+    for name, values in cases.items():
+        with pytest.raises(InputError, match=name):
+            TrainConfig(accounts=("a",), **values)  # type: ignore[arg-type]
+
+
+def test_train_command_has_the_speed_flags() -> None:
+    from typer.testing import CliRunner
+
+    from tweetlm.cli import app
+
+    out = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
+    for flag in ("--batch-tokens", "--packing", "--freeze-embeddings", "--lora-rank", "--lora-alpha", "--lora-lr",
+                 "--threads", "--compile", "--attention"):
+        assert flag in out, flag
