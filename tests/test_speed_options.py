@@ -114,7 +114,7 @@ def test_bf16_training_writes_the_usual_fp32_run_folder(tiny_model: Path) -> Non
     assert meta["precision"] == "bf16" and meta["config"]["precision"] == "bf16"
     assert result.metrics["eval_loss_after"] < result.metrics["eval_loss_before"] - 0.3
     with safe_open(str(result.run_dir / "model.safetensors"), "pt") as weights:
-        assert {weights.get_slice(k).get_dtype() for k in weights.keys()} == {"F32"}
+        assert {weights.get_slice(k).get_dtype() for k in weights.keys()} == {"F32"}  # noqa: SIM118 (safe_open is not iterable)
 
 
 @needs_bf16
@@ -211,6 +211,15 @@ def test_train_command_has_the_speed_flags() -> None:
     from tweetlm.cli import app
 
     out = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
-    for flag in ("--batch-tokens", "--packing", "--freeze-embeddings", "--lora-rank", "--lora-alpha", "--lora-lr",
-                 "--threads", "--compile", "--attention"):
+    for flag in (
+        "--batch-tokens",
+        "--packing",
+        "--freeze-embeddings",
+        "--lora-rank",
+        "--lora-alpha",
+        "--lora-lr",
+        "--threads",
+        "--compile",
+        "--attention",
+    ):
         assert flag in out, flag
