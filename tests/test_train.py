@@ -132,7 +132,7 @@ def test_generate_stops_at_eos_cuts_and_filters_copies(tiny_model: Path) -> None
     out = gen.generate("We will", config)
     assert len(out.posts) == 6
     assert all(p.startswith("We will") and 0 < len(p) <= 60 for p in out.posts)
-    assert all("<|endoftext|>" not in p for p in out.posts)
+    assert all("<|endoftext|>" not in p and "\n" not in p and "  " not in p for p in out.posts)
     assert out.label == "machine-generated, not written by the person"
     assert gen.generate("We will", config).posts == out.posts  # a seed reproduces a batch
 

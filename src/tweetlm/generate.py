@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from tweetlm.card import SHORT_LABEL
 from tweetlm.copies import DEFAULT_RUN, CopyIndex
+from tweetlm.curate import collapse_whitespace
 from tweetlm.errors import InputError
 from tweetlm.train import POSTS_FILE, read_run, resolve_precision
 
@@ -79,6 +80,9 @@ class Generator:
         self.model: PreTrainedModel = load_model(model_path or str(run_dir), dtype=dtype)
         self.model.eval()
         self.training_posts = training_posts(run_dir)
+        # Posts keep line breaks only if the model was trained on posts that kept them.
+        datasets = self.run.get("data", {}).get("datasets", {}).values()
+        self.keep_newlines = any(d.get("rules", {}).get("keep_newlines") for d in datasets)
 
     def generate(self, prompt: str, config: GenerateConfig) -> Generation:
         import torch
@@ -142,7 +146,8 @@ class Generator:
             if eos in tokens:
                 tokens = tokens[: tokens.index(eos)]
             continuation = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            texts.append(cut(_join(prompt, continuation), config.max_chars))
+            text = collapse_whitespace(_join(prompt, continuation), self.keep_newlines)
+            texts.append(cut(text, config.max_chars))
         return texts
 
 
@@ -198,7 +203,6 @@ def _join(prompt: str, continuation: str) -> str:
 
 def cut(text: str, max_chars: int) -> str:
     """Cut to at most `max_chars`, at a word boundary when one is near, without trailing space."""
-    text = " ".join(text.split(" ")).strip()
     if len(text) <= max_chars:
         return text
     head = text[:max_chars]
