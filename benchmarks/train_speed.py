@@ -7,7 +7,8 @@ split (the BarackObama CSV of FiveThirtyEight, CC BY 4.0):
   (a) naive     HF Trainer, fp32, one example per post padded to a fixed length (the longest post),
                 batch 16, HuggingTweets' hyperparameters (4 epochs, lr 1.372e-4, cosine, no warmup);
   (b) default   `tweetlm train` with every default, as a user runs it (run folder written);
-  (c) one row per technique, each added on its own to the padding-free fp32 pipeline.
+  (c) one row per technique, each added on its own to the padding-free fp32 pipeline; in --full
+      they follow the same 4-epoch schedule but stop after --technique-minutes (3) of wall clock.
 
 For each it prints real (non-padding) tokens/s, seconds per epoch, the projected and (when run to the
 end) measured wall time of the whole run including model load and evaluation, the validation loss at
@@ -15,8 +16,8 @@ equal wall-clock checkpoints and at the end (one evaluator for all: token-weight
 and the fraction of the machine's bf16 matmul peak, measured in the same run. Then generation speed
 and the data path (import + curation of the CSV, and of a synthetic CSV of 1M posts).
 
-  python benchmarks/train_speed.py --quick     # a few minutes: a subset, ~15 s of training per row
-  python benchmarks/train_speed.py --full      # the full run the docs quote (an hour or more)
+  python benchmarks/train_speed.py --quick     # minutes: 400 posts, ~10 s of training per row
+  python benchmarks/train_speed.py --full      # the run the docs quote (about two hours on 2 cores)
 
 `--full` rewrites the results section of docs/performance.md (between its markers); `--quick` only
 prints, unless `--output` names a file. Timings depend on what else runs: the load average is printed.
@@ -55,7 +56,7 @@ DOC = REPO / "docs" / "performance.md"
 START_MARK, END_MARK = "<!-- train_speed:start -->", "<!-- train_speed:end -->"
 ACCOUNT = "BarackObama"
 SEED = 42
-QUICK_POSTS, QUICK_MINUTES = 500, 0.2  # --quick: the first posts of the CSV, minutes of training per row
+QUICK_POSTS, QUICK_MINUTES = 400, 0.15  # --quick: the first posts of the CSV, minutes of training per row
 SLOW = ("compile",)  # rows --quick leaves out unless named: compiling alone takes minutes here
 HUGGINGTWEETS = {"learning_rate": 1.372e-4, "epochs": 4.0, "scheduler": "cosine", "batch_size": 16}
 
@@ -256,7 +257,7 @@ class Variant:
     what: str
     overrides: dict[str, Any] = field(default_factory=dict)
     naive: bool = False
-    whole: bool = False  # (a) and (b): run all epochs in --full; technique rows run --technique-epochs
+    whole: bool = False  # (a) and (b): every epoch in --full; technique rows stop after --technique-minutes
 
 
 BASE = {"precision": "fp32", "attention": "sdpa"}  # the padding-free fp32 pipeline the techniques start from
@@ -297,6 +298,7 @@ class Result:
     trainer_eval_s: float = 0.0
     trainer_evals: int = 0
     save_s: float = 0.0
+    saves: int = 0
     bench_eval_s: float = 0.0
     wall_s: float = 0.0
     finished: bool = False
@@ -326,14 +328,21 @@ class Result:
         return self.wall_s - self.bench_eval_s
 
     def projected_s(self, epochs: float) -> float:
-        """Load + one evaluation per epoch and one at the start + the rest scaled to `epochs`."""
+        """Measured when the row ran every epoch; else load and fixed costs, one evaluation per epoch and
+        one at the start, one checkpoint per epoch (if the row saves them), and the steps, scaled."""
         if not self.epochs_done:
             return float("nan")
         if self.finished and abs(self.epochs_done - epochs) < 1e-6:
             return self.run_wall_s
         eval_each = self.trainer_eval_s / self.trainer_evals if self.trainer_evals else 0.0
-        scaled = self.run_wall_s - self.load_s - self.trainer_eval_s
-        return self.load_s + eval_each * (math.ceil(epochs) + 1) + scaled * epochs / self.epochs_done
+        save_each = self.save_s / self.saves if self.saves else 0.0
+        fixed = self.run_wall_s - self.trainer_eval_s - self.save_s - self.step_s
+        return (
+            fixed
+            + eval_each * (math.ceil(epochs) + 1)
+            + save_each * math.ceil(epochs)
+            + self.step_s * epochs / self.epochs_done
+        )
 
 
 class Evaluator:
@@ -373,8 +382,11 @@ class Evaluator:
         return float(nll / count)
 
 
-def bench_callback(result: Result, evaluate: Evaluator, marks: list[float], t0: float, label: str) -> Any:
-    """Times steps, evaluations and progress; evaluates at wall-clock marks (minutes) and at the end."""
+def bench_callback(
+    result: Result, evaluate: Evaluator, marks: list[float], t0: float, label: str, cap: float | None
+) -> Any:
+    """Times steps, evaluations and progress; evaluates at wall-clock marks (minutes) and at the end;
+    stops training after `cap` minutes of the run's wall clock (which leaves out these evaluations)."""
     from transformers import TrainerCallback
 
     class Bench(TrainerCallback):
@@ -405,6 +417,8 @@ def bench_callback(result: Result, evaluate: Evaluator, marks: list[float], t0: 
             result.step_s += now - self.step_t
             result.steps = state.global_step
             result.epochs_done = state.epoch or 0.0
+            if cap is not None and self.clock() > cap * 60:
+                control.should_training_stop = True  # the Trainer then evaluates, as at an epoch's end
             if self.marks and self.clock() >= self.marks[0] * 60:
                 minutes = self.marks.pop(0)
                 result.checkpoints.append((minutes, self._evaluate(model)))
@@ -430,6 +444,7 @@ def bench_callback(result: Result, evaluate: Evaluator, marks: list[float], t0: 
 
         def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             result.save_s += time.perf_counter() - self.evaluated_t  # a checkpoint follows an evaluation
+            result.saves += 1
 
         def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
             result.epochs_done = state.epoch or result.epochs_done
@@ -443,9 +458,9 @@ def run_tweetlm(
 ) -> Path | None:
     from tweetlm.train import TrainConfig, train
 
-    config = TrainConfig(accounts=(ACCOUNT,), report_to="none", epochs=epochs, max_minutes=minutes, **variant.overrides)
+    config = TrainConfig(accounts=(ACCOUNT,), report_to="none", epochs=epochs, **variant.overrides)
     t0 = time.perf_counter()
-    callback = bench_callback(result, evaluate, marks, t0, variant.name)
+    callback = bench_callback(result, evaluate, marks, t0, variant.name, minutes)
 
     def on_event(event: dict[str, Any]) -> None:
         if event["type"] == "start":
@@ -475,7 +490,7 @@ def run_naive(
 ) -> None:
     """The naive pipeline, written out here with nothing from tweetlm's training path."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
     from transformers.trainer_callback import PrinterCallback
 
     from tweetlm.models import resolve_base_model
@@ -507,11 +522,6 @@ def run_naive(
             mask = torch.tensor([1] * len(seq) + [0] * pad)
             return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
 
-    class Stop(TrainerCallback):
-        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            if minutes is not None and time.perf_counter() - t0 - result.bench_eval_s > minutes * 60:
-                control.should_training_stop = True
-
     output = str(data.home / "naive")
     args = TrainingArguments(
         output_dir=output,
@@ -528,13 +538,13 @@ def run_naive(
         disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),
     )
-    callback = bench_callback(result, evaluate, marks, t0, "naive")
+    callback = bench_callback(result, evaluate, marks, t0, "naive", minutes)
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=Padded(train_ids),
         eval_dataset=Padded(val_ids),
-        callbacks=[Stop(), callback],
+        callbacks=[callback],
     )
     trainer.remove_callback(PrinterCallback)
     result.tokens_per_epoch = sum(len(s) for s in train_ids)
@@ -685,7 +695,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_CSV, help="the BarackObama CSV")
     parser.add_argument("--only", help=f"comma-separated variants (default: all; --quick skips {', '.join(SLOW)})")
     parser.add_argument("--epochs", type=float, default=4.0, help="epochs of (a) and (b)")
-    parser.add_argument("--technique-epochs", type=float, default=1.0, help="epochs of each technique row (--full)")
+    parser.add_argument(
+        "--technique-minutes", type=float, default=3.0, help="--full: stop each technique row after this many minutes"
+    )
+    parser.add_argument("--technique-epochs", type=float, help="--full: run technique rows this many epochs instead")
     parser.add_argument("--posts", type=int, help=f"train on the first N posts of the CSV (--quick: {QUICK_POSTS})")
     parser.add_argument("--minutes", type=float, help=f"cap each row's training (--quick: {QUICK_MINUTES})")
     parser.add_argument("--threads", type=int, help="torch threads for the whole benchmark (default: torch's)")
@@ -757,24 +770,29 @@ def _run(
     evaluate = Evaluator(load_tokenizer(base.path), data.validation)
     loss_base = evaluate(load_model(base.path))
     log(f"validation loss of the base model: {loss_base:.3f}")
-    marks = [0.1, 0.2] if args.quick else [1, 2, 4, 8, 15, 30, 60]
+    marks = [0.1] if args.quick else [1, 2, 4, 8, 15, 30, 60]
     results: list[Result] = []
     run_dir: Path | None = None
     figures: dict[str, Any] = {"command": command, "started": started.isoformat(), "peaks": peaks, "data": whole_csv}
     for variant in chosen:
-        epochs = args.epochs if (variant.whole or args.quick) else args.technique_epochs
+        # Every row plans the same schedule (--epochs), so losses at equal wall-clock marks compare.
+        epochs, cap = args.epochs, minutes
+        if not (variant.whole or args.quick):
+            epochs, cap = (
+                (args.technique_epochs, None) if args.technique_epochs else (args.epochs, args.technique_minutes)
+            )
         result = Result(variant.name, variant.what, epochs)
         results.append(result)
         log(
-            f"\n== {variant.name}: {variant.what} ({f'{minutes:g} min' if minutes else f'{epochs:g} epochs'}; "
+            f"\n== {variant.name}: {variant.what} ({epochs:g} epochs{f', at most {cap:g} min' if cap else ''}; "
             f"load {load():.2f})"
         )
         try:
             with RssSampler() as rss:
                 if variant.naive:
-                    run_naive(data, result, evaluate, marks, epochs, minutes)
+                    run_naive(data, result, evaluate, marks, epochs, cap)
                 else:
-                    run_dir = run_tweetlm(variant, result, evaluate, marks, epochs, minutes) or run_dir
+                    run_dir = run_tweetlm(variant, result, evaluate, marks, epochs, cap) or run_dir
             result.peak_rss_mb = rss.peak / 1e6
             result.load_avg = statistics.mean(rss.loads)
             result.finished = True
@@ -821,6 +839,12 @@ def _run(
     body = [
         f"Produced by `{command}` on {started:%Y-%m-%d %H:%M} UTC: {subset}"
         + (f", at most {minutes:g} min of training per row" if minutes else "")
+        + (
+            f"; technique rows stop after {args.technique_minutes:g} min of the {args.epochs:g}-epoch schedule, "
+            "their full-run times are projections"
+            if not (minutes or args.technique_epochs)
+            else ""
+        )
         + ".",
         "",
         f"Machine: {machine()}. Load average during the rows: {min(loads):.1f}-{max(loads):.1f} "

@@ -105,22 +105,11 @@ def test_master_adamw_keeps_updates_that_bf16_rounds_away() -> None:
 
 
 @needs_bf16
-def test_bf16_training_writes_the_usual_fp32_run_folder(tiny_model: Path) -> None:
-    from safetensors import safe_open
-
-    add_account("obama", sample_posts(200))
-    result = train(tiny_config(tiny_model, precision="bf16", epochs=1))
-    meta = read_run(result.run_dir)
-    assert meta["precision"] == "bf16" and meta["config"]["precision"] == "bf16"
-    assert result.metrics["eval_loss_after"] < result.metrics["eval_loss_before"] - 0.3
-    with safe_open(str(result.run_dir / "model.safetensors"), "pt") as weights:
-        assert {weights.get_slice(k).get_dtype() for k in weights.keys()} == {"F32"}  # noqa: SIM118 (safe_open is not iterable)
-
-
-@needs_bf16
-def test_bf16_resume_continues_from_the_master_weights(tiny_model: Path) -> None:
+def test_bf16_run_resumes_from_its_master_weights_and_saves_the_usual_fp32_folder(tiny_model: Path) -> None:
     import os
     import signal
+
+    from safetensors import safe_open
 
     from tweetlm.train import TrainingInterrupted
 
@@ -130,22 +119,27 @@ def test_bf16_resume_continues_from_the_master_weights(tiny_model: Path) -> None
         if event["type"] == "step" and event["step"] == 3:
             os.kill(os.getpid(), signal.SIGINT)
 
-    config = tiny_config(tiny_model, precision="bf16", batch_tokens=256)
+    config = tiny_config(tiny_model, precision="bf16", batch_tokens=1024)
     with pytest.raises(TrainingInterrupted):
         train(config, on_event=press_ctrl_c)
     events: list[dict[str, object]] = []
-    result = train(config, resume=True, on_event=events.append)
-    assert next(e for e in events if e["type"] == "start")["step"] > 0
-    assert result.metrics["eval_loss_after"] < result.metrics["eval_loss_before"]
+    result = train(config, resume=True, on_event=events.append)  # loads the optimizer state, masters included
+    assert next(e for e in events if e["type"] == "start")["step"] == 4
+    assert result.metrics["eval_loss_after"] < result.metrics["eval_loss_before"] - 0.3
+    meta = read_run(result.run_dir)
+    assert meta["precision"] == "bf16" and meta["config"]["batch_tokens"] == 1024
+    with safe_open(str(result.run_dir / "model.safetensors"), "pt") as weights:
+        assert {weights.get_slice(k).get_dtype() for k in weights.keys()} == {"F32"}  # noqa: SIM118 (safe_open is not iterable)
 
 
 def test_token_batches_and_packing_train(tiny_model: Path) -> None:
     add_account("obama", sample_posts(200))
     events: list[dict[str, object]] = []
-    result = train(tiny_config(tiny_model, batch_tokens=1024, packing=True), save_model=False, on_event=events.append)
+    config = tiny_config(tiny_model, batch_tokens=1024, packing=True, epochs=1)
+    result = train(config, save_model=False, on_event=events.append)
     start = next(e for e in events if e["type"] == "start")
     assert start["steps_per_epoch"] == math.ceil(start["tokens_per_epoch"] / 1024)  # type: ignore[operator]
-    assert result.metrics["steps"] == 2 * start["steps_per_epoch"]
+    assert result.metrics["steps"] == start["steps_per_epoch"]
     assert result.metrics["eval_loss_after"] < result.metrics["eval_loss_before"] - 0.3
 
 
@@ -223,3 +217,45 @@ def test_train_command_has_the_speed_flags() -> None:
         "--attention",
     ):
         assert flag in out, flag
+
+
+def test_fast_top_p_keeps_exactly_what_transformers_keeps() -> None:
+    import torch
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    from tweetlm.generate import TopP
+
+    torch.manual_seed(0)
+    for scale in (0.3, 1.0, 4.0, 12.0):
+        scores = torch.randn(6, 5000) * scale
+        scores[2] = torch.randn(5000) * 0.01  # nearly flat: the top 256 hold too little mass, the sort is used
+        expected = TopPLogitsWarper(0.95)(None, scores.clone())
+        got = TopP(0.95)(torch.zeros((6, 1), dtype=torch.long), scores.clone())
+        assert torch.equal(torch.isinf(got), torch.isinf(expected)), scale
+        assert torch.equal(got[~torch.isinf(got)], scores[~torch.isinf(got)])
+
+
+def test_stopping_past_max_chars_changes_no_post(tiny_model: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tweetlm.generate import PastMaxChars, TopP, cut
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    ids = torch.tensor([[tokenizer.eos_token_id]] * 6)
+    settings = {"do_sample": True, "max_new_tokens": 40, "pad_token_id": 0, "eos_token_id": tokenizer.eos_token_id}
+
+    def texts(out: torch.Tensor) -> list[str]:
+        return [cut(" ".join(t.split()), 30) for t in tokenizer.batch_decode(out[:, 1:], skip_special_tokens=True)]
+
+    for seed in range(2):
+        torch.manual_seed(seed)
+        plain = model.generate(input_ids=ids, top_p=0.95, top_k=0, **settings)
+        torch.manual_seed(seed)
+        stop = PastMaxChars(tokenizer, 1, lambda t: " ".join(t.split()), 30)
+        fast = model.generate(
+            input_ids=ids, top_p=1.0, top_k=0, logits_processor=[TopP(0.95)], stopping_criteria=[stop], **settings
+        )
+        assert texts(fast) == texts(plain)
+        assert fast.shape[1] < plain.shape[1]  # the tiny model rambles: stopping at 30 characters saves steps

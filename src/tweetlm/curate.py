@@ -49,6 +49,18 @@ class CurateConfig:
 
 # Report rows, in the order of the model card's table.
 RULES = ("retweets", "replies", "quotes", "language", "short", "empty", "duplicates")
+# How the CLI, the HTML report and the web app name each row of the curation report.
+REPORT_LABELS = {
+    "downloaded": "posts downloaded",
+    "retweets": "retweets",
+    "replies": "replies",
+    "quotes": "quote posts",
+    "language": "other languages",
+    "short": "short / boring",
+    "empty": "empty after cleaning",
+    "duplicates": "duplicates",
+    "kept": "kept for training",
+}
 
 
 @dataclass

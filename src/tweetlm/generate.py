@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -137,7 +139,9 @@ class Generator:
                 pad_token_id=self.tokenizer.pad_token_id,
                 use_cache=True,
                 logits_processor=[TopP(config.top_p)] if config.top_p < 1 else None,
-                stopping_criteria=[PastMaxChars(self.tokenizer, len(ids), prompt, config.max_chars)],
+                stopping_criteria=[
+                    PastMaxChars(self.tokenizer, len(ids), partial(self._text, prompt), config.max_chars)
+                ],
             )
         texts = []
         for row in out[:, len(ids) :]:
@@ -146,9 +150,11 @@ class Generator:
             if eos in tokens:
                 tokens = tokens[: tokens.index(eos)]
             continuation = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            text = collapse_whitespace(_join(prompt, continuation), self.keep_newlines)
-            texts.append(cut(text, config.max_chars))
+            texts.append(cut(self._text(prompt, continuation), config.max_chars))
         return texts
+
+    def _text(self, prompt: str, continuation: str) -> str:
+        return collapse_whitespace(_join(prompt, continuation), self.keep_newlines)
 
 
 class TopP:
@@ -179,20 +185,22 @@ class TopP:
 
 
 class PastMaxChars:
-    """Stops a row once its text is longer than `max_chars` (plus a margin for a character still
-    being spelled in bytes): `cut` would drop whatever came after."""
+    """Stops a row once its text (`to_text` of the decoded continuation) is longer than `max_chars`,
+    plus a margin for a character still being spelled in bytes: `cut` would drop whatever came after."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, start: int, prompt: str, max_chars: int) -> None:
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, start: int, to_text: Callable[[str], str], max_chars: int
+    ) -> None:
         self.tokenizer = tokenizer
         self.start = start
-        self.prompt = prompt
+        self.to_text = to_text
         self.limit = max_chars + 4
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         import torch
 
         texts = self.tokenizer.batch_decode(input_ids[:, self.start :], skip_special_tokens=True)
-        return torch.tensor([len(_join(self.prompt, t)) > self.limit for t in texts], device=input_ids.device)
+        return torch.tensor([len(self.to_text(t)) > self.limit for t in texts], device=input_ids.device)
 
 
 def _join(prompt: str, continuation: str) -> str:

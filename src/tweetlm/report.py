@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tweetlm.card import SHORT_LABEL
-from tweetlm.curate import RULES
+from tweetlm.curate import REPORT_LABELS, RULES
 from tweetlm.errors import InputError
 from tweetlm.evaluate import read_eval, table_rows, voice_summary
 from tweetlm.tracking import SAMPLES_FILE
@@ -165,18 +165,6 @@ th { background: #f5f5f5; } td.num { text-align: right; font-variant-numeric: ta
 .muted { color: #666; font-size: 0.9em; } img { max-width: 100%; }
 """
 
-_CURATION_LABELS = {
-    "downloaded": "posts downloaded",
-    "retweets": "retweets",
-    "replies": "replies",
-    "quotes": "quote posts",
-    "language": "other languages",
-    "short": "short / boring",
-    "empty": "empty after cleaning",
-    "duplicates": "duplicates",
-    "kept": "kept for training",
-}
-
 
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
@@ -208,7 +196,7 @@ def _curation(run: dict[str, Any]) -> str:
             datasets[a]["report"].get(key, datasets[a]["report"].get("dropped", {}).get(key, 0)) for a in accounts
         ]
         if key in ("downloaded", "kept") or any(values):
-            rows.append((_CURATION_LABELS.get(key, key), *values))
+            rows.append((REPORT_LABELS.get(key, key), *values))
     rows.append(
         (
             "training / validation posts",

@@ -9,6 +9,7 @@ folder; an interrupted one leaves a checkpoint that `resume=True` continues.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -87,7 +88,7 @@ class TrainConfig:
         default=0, metadata={"help": "tokens per batch, posts of similar length (0: batch_size posts)"}
     )
     packing: bool = field(
-        default=False, metadata={"help": "concatenate a batch's posts into one row (attention stays within a post)"}
+        default=False, metadata={"help": "pack a batch's posts into rows of max_length (attention stays in a post)"}
     )
     freeze_embeddings: bool = field(
         default=False, metadata={"help": "freeze the token embeddings (and an output head tied to them)"}
@@ -171,13 +172,14 @@ def resolve_precision(precision: str) -> str:
     supported = bf16_supported()
     if precision != "auto" and not supported:
         raise InputError(f"--precision {precision}: this machine has no bf16 support; use --precision fp32")
-    if precision == "auto" and not supported and not _said_fp32:
-        _said_fp32.append(True)
-        log.warning("this machine has no bf16 support: computing in fp32, which is slower")
+    if precision == "auto" and not supported:
+        _say_fp32()
     return precision if precision != "auto" else "bf16" if supported else "fp32"
 
 
-_said_fp32: list[bool] = []
+@functools.cache
+def _say_fp32() -> None:
+    log.warning("this machine has no bf16 support: computing in fp32, which is slower")
 
 
 def run_name(accounts: tuple[str, ...]) -> str:
@@ -215,14 +217,15 @@ def prepare_model(model: PreTrainedModel, config: TrainConfig) -> PreTrainedMode
     from transformers.pytorch_utils import Conv1D
 
     # Every linear map inside a block (attention and MLP), by its name there: q_proj, ..., or GPT-2's c_attn, ...
-    linear = sorted(
-        {name.rsplit(".", 1)[-1] for name, m in layers[0].named_modules() if isinstance(m, torch.nn.Linear | Conv1D)}
-    )
+    maps = {
+        name.rsplit(".", 1)[-1]: m for name, m in layers[0].named_modules() if isinstance(m, torch.nn.Linear | Conv1D)
+    }
     lora = LoraConfig(
         r=config.lora_rank,
         lora_alpha=config.lora_alpha,
         lora_dropout=0.0,
-        target_modules=linear,
+        target_modules=sorted(maps),
+        fan_in_fan_out=any(isinstance(m, Conv1D) for m in maps.values()),  # GPT-2 stores its weights transposed
         layers_to_transform=list(range(config.freeze_layers, len(layers))) if config.freeze_layers else None,
         task_type="CAUSAL_LM",
     )

@@ -11,21 +11,9 @@ from rich.table import Table
 from rich.text import Text
 
 from tweetlm.cli.app import app, console, err_console
-from tweetlm.curate import CurateConfig, CurationReport, curate_account
+from tweetlm.curate import REPORT_LABELS, CurateConfig, CurationReport, curate_account
 from tweetlm.errors import InputError
 from tweetlm.store import Dataset, Store, file_hash
-
-REPORT_LABELS = {
-    "downloaded": "posts downloaded",
-    "retweets": "retweets",
-    "replies": "replies",
-    "quotes": "quote posts",
-    "language": "other languages",
-    "short": "short / boring",
-    "empty": "empty after cleaning",
-    "duplicates": "duplicates",
-    "kept": "kept for training",
-}
 
 
 class _StderrWarnings(logging.Handler):

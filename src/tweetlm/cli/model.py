@@ -130,7 +130,7 @@ def train_cmd(
     lora_alpha: float = typer.Option(32.0, "--lora-alpha", help="LoRA scale numerator (scale = alpha / rank)."),
     lora_learning_rate: float = typer.Option(1e-3, "--lora-lr", help="Peak learning rate of the LoRA adapters."),
     threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0: its default, one per core)."),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the model (pays off on long runs)."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model (minutes of compiling on a CPU)."),
     attention: str = typer.Option("auto", "--attention", help="auto (eager on CPU), eager or sdpa."),
     params_from: str | None = typer.Option(
         None, "--params-from", help="Use a sweep study's best settings (options given here still win)."

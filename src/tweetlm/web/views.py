@@ -12,22 +12,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from tweetlm.curate import REPORT_LABELS as CURATION_LABELS
 from tweetlm.curate import CurationReport
 from tweetlm.generate import Generation
 from tweetlm.store import CuratedPost
 from tweetlm.web.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job
 
-REPORT_LABELS = {
-    "downloaded": "posts read",
-    "retweets": "retweets",
-    "replies": "replies",
-    "quotes": "quote posts",
-    "language": "other languages",
-    "short": "short / boring",
-    "empty": "empty after cleaning",
-    "duplicates": "duplicates",
-    "kept": "kept for training",
-}
+REPORT_LABELS = {**CURATION_LABELS, "downloaded": "posts read"}
 STATE_LABELS = {QUEUED: "waiting", RUNNING: "running", DONE: "done", FAILED: "failed", CANCELLED: "cancelled"}
 
 
