@@ -82,7 +82,8 @@ def test_default_space_is_huggingtweets_plus_layers_limited_to_the_model() -> No
     assert space["learning_rate"] == {"low": 1e-6, "high": 2.5e-3, "log": True}
     assert space["grad_accum"] == {"choices": [1, 4, 8]}
     assert space["freeze_layers"] == {"choices": [0, 8, 16, 24]}
-    assert ("lora_rank" in space) == ("lora_rank" in TrainConfig.__dataclass_fields__)
+    assert space["lora_rank"] == {"choices": [0, 8, 32]}
+    assert space["lora_learning_rate"] == {"low": 1e-4, "high": 1e-2, "log": True}  # searched only with LoRA on
     assert SearchSpace().for_model(30).to_dict()["search"]["freeze_layers"] == {"choices": [0, 8, 16, 24]}
     assert SearchSpace().for_model(2).to_dict()["search"]["freeze_layers"] == {"choices": [0]}
     assert SearchSpace().max_epochs(TrainConfig(accounts=("a",))) == 10
@@ -154,6 +155,7 @@ def test_sweep_report_and_params_from_on_the_default_sqlite_storage(
     for t in trials:
         losses = t.user_attrs["losses"]
         assert set(losses) == {"alice", "bob"}
+        assert ("lora_learning_rate" in t.params) == (t.params["lora_rank"] > 0)
         assert t.value == pytest.approx(statistics.fmean(losses.values()) + statistics.pstdev(losses.values()))
         assert t.user_attrs["mean_loss"] == pytest.approx(statistics.fmean(losses.values()))
         # One report per epoch and account: step = account index * max epochs (1 here) + epoch.
@@ -369,6 +371,19 @@ def test_importance_puts_the_only_parameter_that_matters_first() -> None:
     assert next(iter(param_importances(study, ["scheduler", "epochs", "lr"]))) == "lr"  # any order of names
     assert max(importance, key=lambda p: importance[p]["fANOVA"]) == "lr"
     assert importance["lr"]["random forest"] > 0.8
+
+
+def test_a_report_on_trials_that_all_scored_the_same_says_so_and_still_plots(
+    tweetlm_home: Path, tmp_path: Path
+) -> None:
+    from tweetlm.sweep import default_storage, open_storage, sweep_report
+
+    study = optuna.create_study(study_name="flat", storage=open_storage(default_storage()))
+    study.optimize(lambda t: 5.99 + 0 * t.suggest_float("learning_rate", 1e-4, 3e-3, log=True), n_trials=3)
+    report = sweep_report("flat", output=tmp_path)
+    assert report.importance == {} and report.note is not None
+    assert "all 3 finished trials scored the same (5.9900)" in report.note
+    assert sorted(f.name for f in report.files) == ["parallel_coordinate.html", "parallel_coordinate.png", "trials.csv"]
 
 
 def test_the_cli_loads_no_sweep_machinery_until_a_sweep_command_runs() -> None:

@@ -111,8 +111,13 @@ def _default_dimensions() -> tuple[Dimension, ...]:
         Dimension("freeze_layers", choices=(0, 8, 16, 24)),
     ]
     if "lora_rank" in _TRAIN_FIELDS:
-        dims.append(Dimension("lora_rank", choices=(0, 8, 32)))
+        # LoRA trials train with their own learning rate (the adapters want ~10x a full fine-tune's).
+        dims += [Dimension("lora_rank", choices=(0, 8, 32)), Dimension("lora_learning_rate", 1e-4, 1e-2, log=True)]
     return tuple(dims)
+
+
+# Searched only in trials where the named setting is on: a LoRA learning rate means nothing without LoRA.
+CONDITIONS = {"lora_learning_rate": "lora_rank", "lora_alpha": "lora_rank"}
 
 
 @dataclass(frozen=True)
@@ -634,7 +639,11 @@ class _TrialRunner:
         started = time.monotonic()
         trial.set_user_attr("worker", self.worker)
         try:
-            params = {d.name: d.suggest(trial) for d in self.space.dimensions}
+            params: dict[str, Any] = {}
+            for d in self.space.dimensions:
+                condition = CONDITIONS.get(d.name)
+                if condition is None or params.get(condition, getattr(self.base, condition)):
+                    params[d.name] = d.suggest(trial)
             self.emit({"type": "trial_start", "number": trial.number, "params": params})
             losses: dict[str, float] = {}
             for index, account in enumerate(self.base.accounts):
@@ -862,17 +871,23 @@ def sweep_report(name: str, storage: str | None = None, output: Path | None = No
     files = [_write_csv(trials, out / "trials.csv", study.user_attrs.get("accounts", []))]
     states = _states(trials)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    names = complete[0].params if complete else []
-    varied = sorted(p for p in names if len({str(t.params.get(p)) for t in complete}) > 1)
+    # Parameters every finished trial has (a conditional one, like the LoRA learning rate, may be missing).
+    names = set.intersection(*(set(t.params) for t in complete)) if complete else set()
+    varied = sorted(p for p in names if len({str(t.params[p]) for t in complete}) > 1)
     best = best_trial(study)
     if len(complete) < 2 or not varied:
         note = f"importance and plots need at least 2 finished trials that differ (this study has {len(complete)})"
         return Report(trial_row(best) if best else None, states, {}, files, note)
+    note = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna's ExperimentalWarning on the plotting helpers
-        importance = param_importances(study, varied)
-        files += _write_plots(study, out, varied)
-    return Report(trial_row(best) if best else None, states, importance, files, None)
+        if len({t.value for t in complete}) > 1:
+            importance = param_importances(study, varied)
+        else:  # the forests have no variance to explain (Optuna's fANOVA raises on it)
+            importance = {}
+            note = f"no importance: all {len(complete)} finished trials scored the same ({complete[0].value:.4f})"
+        files += _write_plots(study, out, varied, with_importance=bool(importance))
+    return Report(trial_row(best) if best else None, states, importance, files, note)
 
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
@@ -909,8 +924,9 @@ def _write_csv(trials: list[FrozenTrial], path: Path, accounts: list[str]) -> Pa
     return _atomic(path, write)
 
 
-def _write_plots(study: optuna.Study, out: Path, params: list[str]) -> list[Path]:
-    """Plots of the parameters that varied (a setting with one value tells nothing)."""
+def _write_plots(study: optuna.Study, out: Path, params: list[str], with_importance: bool = True) -> list[Path]:
+    """Plots of the parameters that varied (a setting with one value tells nothing); the importance plot
+    only `with_importance` (it needs trials whose scores differ)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -922,11 +938,12 @@ def _write_plots(study: optuna.Study, out: Path, params: list[str]) -> list[Path
     files: list[Path] = []
     evaluator = MeanDecreaseImpurityImportanceEvaluator(seed=0)
     importance_title = "Hyperparameter importance (random forest: mean decrease in impurity)"
-    for stem, mpl_plot, plotly_plot, kwargs, title in (
+    plots = [
         ("parallel_coordinate", vis_mpl.plot_parallel_coordinate, vis.plot_parallel_coordinate, {}, None),
         ("importance", vis_mpl.plot_param_importances, vis.plot_param_importances, {"evaluator": evaluator},
          importance_title),
-    ):  # fmt: skip
+    ]  # fmt: skip
+    for stem, mpl_plot, plotly_plot, kwargs, title in plots if with_importance else plots[:1]:
         axes = mpl_plot(study, params=params, **kwargs)
         if title:
             axes.set_title(title)
