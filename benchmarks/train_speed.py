@@ -258,6 +258,7 @@ class Variant:
     overrides: dict[str, Any] = field(default_factory=dict)
     naive: bool = False
     whole: bool = False  # (a) and (b): every epoch in --full; technique rows stop after --technique-minutes
+    epochs: float | None = None  # a row with its own (shorter) schedule, run whole in --full
 
 
 BASE = {"precision": "fp32", "attention": "sdpa"}  # the padding-free fp32 pipeline the techniques start from
@@ -269,6 +270,7 @@ def variants() -> list[Variant]:
             "naive", "HF Trainer, fp32, padded to the longest post, batch 16 (HuggingTweets)", naive=True, whole=True
         ),
         Variant("default", "tweetlm train, all defaults", whole=True),
+        Variant("1-epoch", "tweetlm train, all defaults but 1 epoch at lr 3e-4", {"learning_rate": 3e-4}, epochs=1.0),
         Variant("fp32", "per-post batches of 16 grouped by length, no fixed padding, fp32", BASE),
         Variant("amp", "+ bf16 autocast over fp32 weights (Trainer bf16=True)", {**BASE, "precision": "amp"}),
         Variant("bf16", "+ bf16 weights, fp32 master weights and moments", {**BASE, "precision": "bf16"}),
@@ -289,7 +291,7 @@ def variants() -> list[Variant]:
 class Result:
     name: str
     what: str
-    epochs_target: float
+    epochs_target: float  # the epochs the row's whole run has (its wall time is measured or projected for them)
     epochs_done: float = 0.0
     tokens_per_epoch: int = 0
     steps: int = 0
@@ -566,24 +568,24 @@ def fmt_min(seconds: float) -> str:
     return f"{seconds / 60:.1f}"
 
 
-def table(results: list[Result], epochs: float, peak_bf16: float, marks: list[float]) -> list[str]:
+def table(results: list[Result], peak_bf16: float, marks: list[float]) -> list[str]:
     head = (
-        "| variant | what | tok/s | s/epoch | 4-epoch wall (min): projected / measured | "
+        "| variant | what | tok/s | s/epoch | whole run (min): projected / measured | "
         + " | ".join(f"loss @{m:g} min" for m in marks)
         + " | loss at end (epochs) | peak RSS (GB) | % bf16 peak | load |"
     )
-    lines = [head.replace("4-epoch", f"{epochs:g}-epoch"), "|" + "---|" * (head.count("|") - 1)]
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
         if r.error:
             lines.append(f"| {r.name} | {r.what} | failed: {r.error} |")
             continue
         cps = dict(r.checkpoints)
-        measured = fmt_min(r.run_wall_s) if r.finished and abs(r.epochs_done - epochs) < 1e-6 else "-"
+        measured = fmt_min(r.run_wall_s) if r.finished and abs(r.epochs_done - r.epochs_target) < 1e-6 else "-"
         mfu = r.tokens_per_s * r.flops_per_token / (peak_bf16 * 1e9) * 100 if peak_bf16 else 0.0
         end = f"{r.loss_end:.3f} ({r.epochs_done:.2f})" if r.loss_end is not None else "-"
         lines.append(
             f"| {r.name} | {r.what} | {r.tokens_per_s:.0f} | {r.s_per_epoch:.0f} | "
-            f"{fmt_min(r.projected_s(epochs))} / {measured} | "
+            f"{fmt_min(r.projected_s(r.epochs_target))} / {measured} | "
             + " | ".join(f"{cps[m]:.3f}" if m in cps else "-" for m in marks)
             + f" | {end} | {r.peak_rss_mb / 1000:.2f} | {mfu:.0f}% | {r.load_avg:.1f} |"
         )
@@ -612,6 +614,11 @@ def summary(results: list[Result], epochs: float, peak_bf16: float, generation: 
         lines.append(
             f"- default: {minutes:.1f} min for {epochs:g} epochs (target 5), {mfu:.0%} of the bf16 matmul peak "
             f"(target 60%), peak RSS {default.peak_rss_mb / 1000:.2f} GB (target 4)"
+        )
+    if (short := by.get("1-epoch")) and naive and short.loss_end is not None and naive.loss_end is not None:
+        lines.append(
+            f"- 1 epoch at lr 3e-4: {short.projected_s(short.epochs_target) / 60:.1f} min, validation loss "
+            f"**{short.loss_end:.3f}** against the naive {epochs:g} epochs' {naive.loss_end:.3f}"
         )
     if generation:
         lines.append(
@@ -744,6 +751,7 @@ def _run(
     import transformers
 
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
     if args.threads:
         torch.set_num_threads(args.threads)
     command = "python benchmarks/train_speed.py " + " ".join(shlex.quote(a) for a in argv)
@@ -776,8 +784,8 @@ def _run(
     figures: dict[str, Any] = {"command": command, "started": started.isoformat(), "peaks": peaks, "data": whole_csv}
     for variant in chosen:
         # Every row plans the same schedule (--epochs), so losses at equal wall-clock marks compare.
-        epochs, cap = args.epochs, minutes
-        if not (variant.whole or args.quick):
+        epochs, cap = variant.epochs or args.epochs, minutes
+        if not (variant.whole or variant.epochs or args.quick):
             epochs, cap = (
                 (args.technique_epochs, None) if args.technique_epochs else (args.epochs, args.technique_minutes)
             )
@@ -805,8 +813,8 @@ def _run(
             log(traceback.format_exc())
         log(
             f"   {variant.name}: {result.tokens_per_s:.0f} tok/s, {result.s_per_epoch:.0f} s/epoch, "
-            f"{result.epochs_done:.2f} epochs, projected {fmt_min(result.projected_s(args.epochs))} min for "
-            f"{args.epochs:g} epochs, loss {result.loss_end if result.loss_end is not None else float('nan'):.3f}, "
+            f"{result.epochs_done:.2f} epochs, projected {fmt_min(result.projected_s(epochs))} min for "
+            f"{epochs:g} epochs, loss {result.loss_end if result.loss_end is not None else float('nan'):.3f}, "
             f"peak RSS {result.peak_rss_mb / 1000:.2f} GB, load {result.load_avg:.1f}"
         )
         release_memory()
@@ -857,7 +865,7 @@ def _run(
         "",
         *summary(results, args.epochs, peaks["bfloat16"], generation),
         "",
-        *table(results, args.epochs, peaks["bfloat16"], marks),
+        *table(results, peaks["bfloat16"], marks),
         "",
         f"Data path: the CSV ({whole_csv['posts']:,} posts) imports in {whole_csv['import_s']:.2f} s and curates in "
         f"{whole_csv['curate_s']:.2f} s; a synthetic CSV of {large['posts']:,} posts ({large['file_mb']:.0f} MB) "

@@ -4,11 +4,13 @@ local folder. The embedded GGUF is dequantized once into an HF-format cache fold
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -112,10 +114,25 @@ def load_model(path: str, dtype: Any = None) -> PreTrainedModel:
     from transformers import AutoModelForCausalLM
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
+        with quiet_progress():
+            return AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
     except (OSError, ValueError) as exc:
         raise _load_error(path, exc) from exc
-    return model
+
+
+@contextlib.contextmanager
+def quiet_progress() -> Iterator[None]:
+    """Hide transformers' own bars ("Loading weights", "Writing model shards"), which flash for a second
+    under tweetlm's progress display; downloads from the Hub keep theirs (huggingface_hub's bars)."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 def _load_error(path: str, exc: Exception) -> ModelError:

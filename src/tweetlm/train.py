@@ -39,7 +39,7 @@ from tweetlm.dataset import (
     split_posts,
 )
 from tweetlm.errors import InputError, NoDataError, TrainingError
-from tweetlm.models import BaseModel, load_model, load_tokenizer, resolve_base_model
+from tweetlm.models import BaseModel, load_model, load_tokenizer, quiet_progress, resolve_base_model
 from tweetlm.store import Dataset, Store
 from tweetlm.tracking import parse_report_to, prediction_callback, tracker_args
 
@@ -650,7 +650,8 @@ def _finish(
         param.requires_grad_(True)
     model.config.use_cache = True
     model.generation_config = GenerationConfig(**generation_defaults(tokenizer))
-    model.save_pretrained(partial)
+    with quiet_progress():
+        model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
     run = {
         "tweetlm": __version__,
