@@ -8,7 +8,17 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tweetlm.curate import URL_RE, CurateConfig, CurationReport, clean_text, curate_posts, repair_text, word_count
+from tweetlm.curate import (
+    PLAIN_RE,
+    URL_RE,
+    CurateConfig,
+    CurationReport,
+    _repair,
+    clean_text,
+    curate_posts,
+    repair_text,
+    word_count,
+)
 from tweetlm.records import Kind, Post
 
 DEFAULT = CurateConfig()
@@ -137,3 +147,11 @@ def test_curation_never_crashes_nor_leaves_urls_entities_or_double_spaces(text: 
         assert "\n" not in out
     assert clean_text(out, config) == out  # idempotent
     curate_posts([post(text)], config)
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=127), max_size=60))
+def test_the_plain_text_fast_path_skips_only_text_the_full_repair_leaves_alone(text: str) -> None:
+    # repair_text skips ftfy for printable ASCII without entities; that must change no output.
+    if PLAIN_RE.fullmatch(text):
+        assert _repair(text) == text
+    assert repair_text(text) == _repair(text)

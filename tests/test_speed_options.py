@@ -259,3 +259,31 @@ def test_stopping_past_max_chars_changes_no_post(tiny_model: Path) -> None:
         )
         assert texts(fast) == texts(plain)
         assert fast.shape[1] < plain.shape[1]  # the tiny model rambles: stopping at 30 characters saves steps
+
+
+def test_master_adamw_in_chunks_matches_one_adamw_step_over_every_parameter() -> None:
+    import torch
+
+    from tweetlm.optim import MasterAdamW
+
+    torch.manual_seed(0)
+    shapes = [(40, 8), (8,), (100,), (8, 8)]
+    low = [torch.nn.Parameter(torch.randn(s).to(torch.bfloat16)) for s in shapes[:3]]
+    full = torch.nn.Parameter(torch.randn(shapes[3]))  # an fp32 parameter takes part once per step
+    reference = [torch.nn.Parameter(p.detach().float()) for p in low] + [torch.nn.Parameter(full.detach().clone())]
+    chunked = MasterAdamW([*low, full], lr=1e-2, weight_decay=0.1, chunk_elements=64)
+    plain = torch.optim.AdamW(reference, lr=1e-2, weight_decay=0.1)
+    assert len(chunked.chunks) == 3  # each parameter would take its chunk past 64 elements
+    for step in range(5):
+        grads = [torch.randn(s) for s in shapes]
+        grads[1] = None if step == 2 else grads[1]  # a parameter without gradient is skipped, as in AdamW
+        for param, ref, grad in zip([*low, full], reference, grads, strict=True):
+            param.grad = None if grad is None else grad.to(param.dtype)
+            ref.grad = None if grad is None else grad.to(param.dtype).float()
+        chunked.step()
+        plain.step()
+        assert full.grad is not None  # the caller's gradients are left as they were
+    masters = [m for _, m in chunked.pairs] + [full]
+    for master, ref in zip(masters, reference, strict=True):
+        assert torch.allclose(master, ref, atol=1e-6)
+    assert all(m.grad is None for _, m in chunked.pairs)  # no fp32 gradient outlives the step
