@@ -712,6 +712,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, help=f"write the results there (--full: {DOC.relative_to(REPO)})")
     parser.add_argument("--synthetic-posts", type=int, help="posts in the synthetic CSV (1,000,000; --quick 100,000)")
     parser.add_argument("--json", type=Path, help="also write the raw results as JSON (after every row)")
+    parser.add_argument(
+        "--keep-run", type=Path, help="copy the default row's run folder there (e.g. to evaluate it afterwards)"
+    )
     args = parser.parse_args(argv)
     if not args.data.is_file():
         print(f"error: {args.data} not found: pass --data PATH to the BarackObama CSV", file=sys.stderr)
@@ -823,6 +826,9 @@ def _run(
             args.json.write_text(json.dumps(figures, indent=2))
 
     generation: dict[str, float] = {}
+    if run_dir is not None and args.keep_run is not None:
+        shutil.copytree(run_dir, args.keep_run)
+        log(f"\nthe default row's run folder is copied to {args.keep_run}")
     if run_dir is not None:
         log("\n== generation: 10 posts of up to 280 characters")
         generation = generation_speed(run_dir)

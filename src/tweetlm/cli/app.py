@@ -15,12 +15,12 @@ app = typer.Typer(
     help=(
         "Learn to write like one person: import their posts, curate them, fine-tune a small language "
         "model on a laptop CPU, and generate new posts in that voice (labelled as machine-generated).\n\n"
-        "Quick start:\n\n"
-        "  tweetlm demo                                   # everything on a bundled sample\n\n"
-        "  tweetlm import twitter-archive.zip              # or a CSV, JSONL or text file\n\n"
-        "  tweetlm curate myhandle\n\n"
-        "  tweetlm train myhandle\n\n"
-        '  tweetlm generate myhandle "I don\'t like" -n 10'
+        "Quick start:\n\n```\n"
+        "tweetlm demo                          # everything on a bundled sample\n"
+        "tweetlm import twitter-archive.zip    # or a CSV, JSONL or text file\n"
+        "tweetlm curate myhandle\n"
+        "tweetlm train myhandle\n"
+        'tweetlm generate myhandle "I don\'t like" -n 10\n```'
     ),
     no_args_is_help=True,
     rich_markup_mode="markdown",
