@@ -233,11 +233,11 @@ def data_path_child(path: Path) -> None:
             )
             import_peak = rss.peak
             t1 = time.perf_counter()
-            dataset, _ = curate_account(store, "synthetic", CurateConfig())
+            dataset, _ = curate_account(store, "synthetic", CurateConfig(), with_posts=False)
             t2 = time.perf_counter()
     figures = {
         "posts": result.read,
-        "kept": len(dataset.posts),
+        "kept": dataset.n_posts,
         "file_mb": path.stat().st_size / 1e6,
         "import_s": t1 - t0,
         "curate_s": t2 - t1,

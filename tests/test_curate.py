@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import re
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -155,3 +156,37 @@ def test_the_plain_text_fast_path_skips_only_text_the_full_repair_leaves_alone(t
     if PLAIN_RE.fullmatch(text):
         assert _repair(text) == text
     assert repair_text(text) == _repair(text)
+
+
+def test_curating_an_account_streams_into_the_store_and_a_failure_leaves_it_as_it_was(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tweetlm.curate as curate
+    from tweetlm.errors import NoDataError
+    from tweetlm.store import Store
+
+    texts = ["a post with enough words", "RT @x: a retweet of words", "a post with enough words", "too short"]
+    with Store() as store:
+        store.import_posts([post(t, i) for i, t in enumerate(texts * 3)], source="t", path="p", file_hash="h")
+        dataset, report = curate.curate_account(store, "me", DEFAULT, with_posts=False)
+        expected = curate_posts(store.iter_posts("me"), DEFAULT)
+        assert dataset.posts == () and dataset.n_posts == report.kept == len(expected.posts) == 1
+        assert report.to_dict() == expected.report.to_dict() == dataset.report
+        assert store.dataset("me") is not None and store.dataset("me").texts == ["a post with enough words"]
+        snapshot = [list(map(tuple, store.db.execute(f"SELECT * FROM {t}"))) for t in ("datasets", "dataset_posts")]
+
+        calls = iter(range(100))
+
+        def breaks_on_the_fifth(text: str, config: CurateConfig) -> str:
+            if next(calls) == 5:
+                raise RuntimeError("boom")
+            return clean_text(text, config)
+
+        monkeypatch.setattr(curate, "clean_text", breaks_on_the_fifth)
+        with pytest.raises(RuntimeError, match="boom"):
+            curate.curate_account(store, "me", CurateConfig(min_words=1))
+        monkeypatch.undo()
+        with pytest.raises(NoDataError, match="rule 'short' removed"):
+            curate.curate_account(store, "me", CurateConfig(min_words=50))
+        after = [list(map(tuple, store.db.execute(f"SELECT * FROM {t}"))) for t in ("datasets", "dataset_posts")]
+        assert after == snapshot

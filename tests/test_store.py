@@ -126,3 +126,26 @@ def test_two_processes_opening_a_fresh_store_at_once(tmp_path: Path) -> None:
     assert all(p.returncode == 0 for p in procs), errors
     with Store(path) as store:
         assert store.db.execute("SELECT COUNT(*) FROM _migrations").fetchone()[0] == len(MIGRATIONS)
+
+
+def _dump(store: Store) -> list[list[tuple[object, ...]]]:
+    return [list(map(tuple, store.db.execute(f"SELECT * FROM {t} ORDER BY 1"))) for t in ("datasets", "dataset_posts")]
+
+
+def test_a_dataset_streams_in_batches_and_an_empty_or_failing_one_writes_nothing() -> None:
+    def stream(n: int, fail_at: int | None = None) -> Iterator[CuratedPost]:
+        for i in range(n):
+            if i == fail_at:
+                raise RuntimeError("the curation broke")
+            yield CuratedPost(str(i), f"text {i}", None)
+
+    with Store() as store:
+        big = store.save_dataset("me", {"rule": 1}, lambda: {"kept": 12}, stream(12), batch=5, with_posts=False)
+        assert big is not None and big.n_posts == 12 and big.posts == () and big.report == {"kept": 12}
+        loaded = store.dataset("me", big.hash)
+        assert loaded is not None and loaded.texts == [f"text {i}" for i in range(12)]
+        before = _dump(store)
+        assert store.save_dataset("me", {"rule": 1}, {}, stream(0)) is None
+        with pytest.raises(RuntimeError, match="broke"):
+            store.save_dataset("me", {"rule": 2}, {}, stream(12, fail_at=7), batch=5)
+        assert _dump(store) == before

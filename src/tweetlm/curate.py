@@ -7,9 +7,10 @@ fixed: post-level filters (retweets, replies, language), then cleaning, then tex
 
 from __future__ import annotations
 
+import hashlib
 import html
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -160,10 +161,14 @@ class CurationResult:
     config: CurateConfig
 
 
-def curate_posts(posts: Iterable[Post], config: CurateConfig, examples: int = 3) -> CurationResult:
-    report = CurationReport()
-    kept: list[CuratedPost] = []
-    seen: set[str] = set()
+def iter_curated(
+    posts: Iterable[Post], config: CurateConfig, report: CurationReport, examples: int = 3
+) -> Iterator[CuratedPost]:
+    """Yield the posts that the rules keep, counting what each rule drops in `report` as it goes.
+
+    Streams: memory holds one post at a time and, for the duplicate rule, a 16-byte digest per kept post.
+    """
+    seen: set[bytes] = set()
     for post in posts:
         report.downloaded += 1
         if config.drop_retweets and is_retweet(post):
@@ -186,27 +191,37 @@ def curate_posts(posts: Iterable[Post], config: CurateConfig, examples: int = 3)
             report.drop("short", text, examples)
             continue
         if config.drop_duplicates:
-            if text in seen:
+            key = hashlib.blake2b(text.encode(), digest_size=16).digest()
+            if key in seen:
                 report.drop("duplicates", text, examples)
                 continue
-            seen.add(text)
-        created = post.created_at.isoformat() if post.created_at else None
-        kept.append(CuratedPost(post.post_id, text, created))
-    report.kept = len(kept)
+            seen.add(key)
+        report.kept += 1
+        yield CuratedPost(post.post_id, text, post.created_at.isoformat() if post.created_at else None)
+
+
+def curate_posts(posts: Iterable[Post], config: CurateConfig, examples: int = 3) -> CurationResult:
+    report = CurationReport()
+    kept = list(iter_curated(posts, config, report, examples))
     return CurationResult(kept, report, config)
 
 
 def curate_account(
-    store: Store, account: str, config: CurateConfig, examples: int = 3
+    store: Store, account: str, config: CurateConfig, examples: int = 3, *, with_posts: bool = True
 ) -> tuple[Dataset, CurationReport]:
-    """Curate one account's stored posts and save the result as a versioned dataset."""
+    """Curate one account's stored posts and save the result as a versioned dataset.
+
+    The posts stream from the store through the rules into the new dataset, in one transaction;
+    `with_posts=False` returns the dataset without loading its posts (its `n_posts` says how many).
+    """
     account = store.resolve_account(account)
-    result = curate_posts(store.iter_posts(account), config, examples)
-    if not result.posts:
-        culprit = max(result.report.dropped.items(), key=lambda kv: kv[1])
+    report = CurationReport()
+    kept = iter_curated(store.iter_posts(account), config, report, examples)
+    dataset = store.save_dataset(account, asdict(config), report.to_dict, kept, with_posts=with_posts)
+    if dataset is None:
+        culprit = max(report.dropped.items(), key=lambda kv: kv[1])
         raise NoDataError(
-            f"nothing left of {account}'s {result.report.downloaded} posts after curation: "
+            f"nothing left of {account}'s {report.downloaded} posts after curation: "
             f"rule '{culprit[0]}' removed {culprit[1]} (switch it off or lower its threshold)"
         )
-    dataset = store.save_dataset(account, asdict(config), result.report.to_dict(), result.posts)
-    return dataset, result.report
+    return dataset, report

@@ -56,7 +56,8 @@ class Dataset:
     created_at: str
     rules: dict[str, Any]
     report: dict[str, Any]
-    posts: tuple[CuratedPost, ...]
+    n_posts: int
+    posts: tuple[CuratedPost, ...]  # empty when loaded with `with_posts=False`
 
     @property
     def texts(self) -> list[str]:
@@ -277,40 +278,64 @@ class Store:
     # ---- curated datasets ----------------------------------------------------------------------
 
     def save_dataset(
-        self, account: str, rules: dict[str, Any], report: dict[str, Any], posts: list[CuratedPost]
-    ) -> Dataset:
-        """Store a curated dataset; the same content under the same rules is stored once."""
+        self,
+        account: str,
+        rules: dict[str, Any],
+        report: dict[str, Any] | Callable[[], dict[str, Any]],
+        posts: Iterable[CuratedPost],
+        *,
+        with_posts: bool = True,
+        batch: int = 5000,
+    ) -> Dataset | None:
+        """Store a curated dataset, streaming its posts in batches; the same content under the same rules
+        is stored once. `report` may be a function, called once the posts are consumed (a curation that
+        counts as it goes). With no posts nothing is written and None is returned."""
         digest = hashlib.sha256()
         digest.update(json.dumps(rules, sort_keys=True).encode())
-        for post in posts:
-            digest.update(b"\x00" + post.text.encode())
-        content_hash = digest.hexdigest()[:16]
+        n_posts = 0
         with self.transaction():
-            row = self.db.execute(
-                "SELECT id FROM datasets WHERE account = ? AND hash = ?", (account, content_hash)
-            ).fetchone()
-            if row is None:
-                cur = self.db.execute(
-                    "INSERT INTO datasets (account, hash, created_at, rules, report, n_posts) VALUES (?,?,?,?,?,?)",
-                    (account, content_hash, _now(), json.dumps(rules), json.dumps(report), len(posts)),
-                )
-                dataset_id = int(cur.lastrowid or 0)
+            self.db.execute("SAVEPOINT new_dataset")
+            cur = self.db.execute(
+                "INSERT INTO datasets (account, hash, created_at, rules, report, n_posts) VALUES (?,'',?,?,'{}',0)",
+                (account, _now(), json.dumps(rules)),
+            )
+            dataset_id = int(cur.lastrowid or 0)
+            iterator = iter(posts)
+            while chunk := list(islice(iterator, batch)):
+                rows = []
+                for post in chunk:
+                    digest.update(b"\x00" + post.text.encode())
+                    rows.append((dataset_id, n_posts, post.post_id, post.text, post.created_at))
+                    n_posts += 1
                 self.db.executemany(
                     "INSERT INTO dataset_posts (dataset_id, position, post_id, text, created_at) VALUES (?,?,?,?,?)",
-                    [(dataset_id, i, p.post_id, p.text, p.created_at) for i, p in enumerate(posts)],
+                    rows,
+                )
+            content_hash = digest.hexdigest()[:16]
+            report_json = json.dumps(report() if callable(report) else report)
+            existing = self.db.execute(
+                "SELECT id FROM datasets WHERE account = ? AND hash = ?", (account, content_hash)
+            ).fetchone()
+            if n_posts == 0 or existing is not None:
+                self.db.execute("ROLLBACK TO new_dataset")
+            self.db.execute("RELEASE new_dataset")
+            if n_posts == 0:
+                return None
+            if existing is None:
+                self.db.execute(
+                    "UPDATE datasets SET hash = ?, report = ?, n_posts = ? WHERE id = ?",
+                    (content_hash, report_json, n_posts, dataset_id),
                 )
             else:
-                dataset_id = int(row["id"])
                 self.db.execute(
-                    "UPDATE datasets SET created_at = ?, report = ? WHERE id = ?",
-                    (_now(), json.dumps(report), dataset_id),
+                    "UPDATE datasets SET created_at = ?, report = ? WHERE id = ?", (_now(), report_json, existing["id"])
                 )
-        dataset = self.dataset(account, content_hash)
+        dataset = self.dataset(account, content_hash, with_posts=with_posts)
         assert dataset is not None
         return dataset
 
-    def dataset(self, account: str, content_hash: str | None = None) -> Dataset | None:
-        """A dataset by hash, or the account's latest curated one."""
+    def dataset(self, account: str, content_hash: str | None = None, *, with_posts: bool = True) -> Dataset | None:
+        """A dataset by hash, or the account's latest curated one; `with_posts=False` leaves its posts unread."""
         if content_hash is None:
             row = self.db.execute(
                 "SELECT * FROM datasets WHERE account = ? COLLATE NOCASE ORDER BY created_at DESC, id DESC LIMIT 1",
@@ -322,12 +347,16 @@ class Store:
             ).fetchone()
         if row is None:
             return None
-        posts = tuple(
-            CuratedPost(r["post_id"], r["text"], r["created_at"])
-            for r in self.db.execute(
-                "SELECT post_id, text, created_at FROM dataset_posts WHERE dataset_id = ? ORDER BY position",
-                (row["id"],),
+        posts = (
+            tuple(
+                CuratedPost(r["post_id"], r["text"], r["created_at"])
+                for r in self.db.execute(
+                    "SELECT post_id, text, created_at FROM dataset_posts WHERE dataset_id = ? ORDER BY position",
+                    (row["id"],),
+                )
             )
+            if with_posts
+            else ()
         )
         return Dataset(
             id=row["id"],
@@ -336,6 +365,7 @@ class Store:
             created_at=row["created_at"],
             rules=json.loads(row["rules"]),
             report=json.loads(row["report"]),
+            n_posts=row["n_posts"],
             posts=posts,
         )
 

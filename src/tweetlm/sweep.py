@@ -881,11 +881,14 @@ def sweep_report(name: str, storage: str | None = None, output: Path | None = No
     note = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna's ExperimentalWarning on the plotting helpers
-        if len({t.value for t in complete}) > 1:
-            importance = param_importances(study, varied)
-        else:  # the forests have no variance to explain (Optuna's fANOVA raises on it)
-            importance = {}
+        importance: dict[str, dict[str, float]] = {}
+        if len({t.value for t in complete}) == 1:  # the forests have no variance to explain
             note = f"no importance: all {len(complete)} finished trials scored the same ({complete[0].value:.4f})"
+        else:
+            try:
+                importance = param_importances(study, varied)
+            except RuntimeError as exc:  # Optuna's fANOVA, on trials whose trees find nothing to split
+                note = f"no importance: {exc} ({len(complete)} finished trials)"
         files += _write_plots(study, out, varied, with_importance=bool(importance))
     return Report(trial_row(best) if best else None, states, importance, files, note)
 

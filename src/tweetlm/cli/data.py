@@ -104,7 +104,7 @@ def accounts() -> None:
     """List the accounts in the store: platform, posts, last import, latest curated dataset."""
     with Store() as store:
         rows = store.accounts()
-        datasets = {a.account: store.dataset(a.account) for a in rows}
+        datasets = {a.account: store.dataset(a.account, with_posts=False) for a in rows}
     if not rows:
         console.print("the store is empty: run `tweetlm import PATH` or `tweetlm fetch PLATFORM ACCOUNT`")
         return
@@ -116,7 +116,7 @@ def accounts() -> None:
             row.platform,
             str(row.posts),
             row.last_import or "-",
-            f"{len(ds.posts)} ({ds.hash})" if ds else "-",
+            f"{ds.n_posts} ({ds.hash})" if ds else "-",
         )
     console.print(table)
 
@@ -176,14 +176,14 @@ def curate(
         drop_duplicates=not keep_duplicates,
     )
     with Store() as store:
-        dataset, report = curate_account(store, account, config, examples=max(show_dropped, 3))
+        dataset, report = curate_account(store, account, config, examples=max(show_dropped, 3), with_posts=False)
     print_curation(dataset, report, show_dropped)
 
 
 def print_curation(dataset: Dataset, report: CurationReport, show_examples: int = 2) -> None:
     console.print(report_table(report, f"curation of {dataset.account}", show_examples))
     console.print(
-        f"dataset [bold]{dataset.hash}[/]: {len(dataset.posts)} posts ready for `tweetlm train {dataset.account}`"
+        f"dataset [bold]{dataset.hash}[/]: {dataset.n_posts} posts ready for `tweetlm train {dataset.account}`"
     )
 
 
