@@ -265,12 +265,19 @@ BASE = {"precision": "fp32", "attention": "sdpa"}  # the padding-free fp32 pipel
 
 
 def variants() -> list[Variant]:
+    from tweetlm.train import FAST
+
     return [
         Variant(
             "naive", "HF Trainer, fp32, padded to the longest post, batch 16 (HuggingTweets)", naive=True, whole=True
         ),
         Variant("default", "tweetlm train, all defaults", whole=True),
-        Variant("1-epoch", "tweetlm train, all defaults but 1 epoch at lr 3e-4", {"learning_rate": 3e-4}, epochs=1.0),
+        Variant(
+            "1-epoch",
+            "tweetlm train --fast: 1 epoch at lr 3e-4",
+            {"learning_rate": FAST["learning_rate"]},
+            epochs=FAST["epochs"],
+        ),
         Variant("fp32", "per-post batches of 16 grouped by length, no fixed padding, fp32", BASE),
         Variant("amp", "+ bf16 autocast over fp32 weights (Trainer bf16=True)", {**BASE, "precision": "amp"}),
         Variant("bf16", "+ bf16 weights, fp32 master weights and moments", {**BASE, "precision": "bf16"}),
@@ -695,6 +702,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--data-path-child"]:
         data_path_child(Path(argv[1]))
         return 0
+    sys.path.insert(0, str(REPO / "src"))  # this checkout's tweetlm
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--quick", action="store_true", help="the first posts, minutes of training per row")
@@ -733,7 +741,6 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output or (DOC if args.full else None)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    sys.path.insert(0, str(REPO / "src"))
     scratch = Path(tempfile.mkdtemp(prefix="tweetlm-bench-"))
     try:
         return _run(args, argv, chosen, posts, minutes, output, scratch)

@@ -287,3 +287,26 @@ def test_master_adamw_in_chunks_matches_one_adamw_step_over_every_parameter() ->
     for master, ref in zip(masters, reference, strict=True):
         assert torch.allclose(master, ref, atol=1e-6)
     assert all(m.grad is None for _, m in chunked.pairs)  # no fp32 gradient outlives the step
+
+
+def test_fast_trains_one_epoch_at_its_rate_unless_the_command_line_says_otherwise(tiny_model: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from tests.conftest import sample_posts
+    from tests.test_train import add_account
+    from tweetlm.cli import app
+    from tweetlm.train import FAST, RUN_FILE
+
+    add_account("obama", sample_posts(60))
+    common = ["train", "obama", "-m", str(tiny_model), "--precision", "fp32", "--report-to", "none", "--max-steps", "1"]
+    configs = []
+    for extra, name in ((["--fast"], "a"), (["--fast", "--epochs", "2"], "b"), ([], "c")):
+        out = tiny_model.parent / f"fast-{name}"
+        result = CliRunner().invoke(app, [*common, *extra, "--output", str(out)])
+        assert result.exit_code == 0, result.output
+        configs.append(json.loads((out / RUN_FILE).read_text())["config"])
+    assert (configs[0]["epochs"], configs[0]["learning_rate"]) == (FAST["epochs"], FAST["learning_rate"])
+    assert (configs[1]["epochs"], configs[1]["learning_rate"]) == (2, FAST["learning_rate"])
+    assert (configs[2]["epochs"], configs[2]["learning_rate"]) == (4, 1.372e-4)

@@ -57,6 +57,9 @@ ATTENTIONS = ("auto", "eager", "sdpa")
 RUN_FILE = "run.json"
 POSTS_FILE = "posts.json"  # the curated training and validation posts (copy filter, evaluation)
 CONFIG_FILE = "tweetlm_config.json"  # written at the start, so --resume knows what it resumes
+# `tweetlm train --fast`: one epoch at a higher peak rate. On the BarackObama CSV it reached a validation
+# loss within 1.2% of the 4-epoch default's best epoch in a quarter of the time (docs/performance.md).
+FAST = {"epochs": 1.0, "learning_rate": 3e-4}
 
 
 @dataclass(frozen=True)
