@@ -226,3 +226,19 @@ def test_stop_event_stops_like_ctrl_c(tiny_model: Path) -> None:
 
     with pytest.raises(TrainingInterrupted):
         train(tiny_config(tiny_model), on_event=on_event, stop=stop)
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tweetlm.train as train_module
+
+    monkeypatch.setattr(train_module, "run_name", lambda accounts: "obama-20260101-000000")
+    first = train_module._new_run_dir(("obama",))
+    first.mkdir(parents=True)
+    second = train_module._new_run_dir(("obama",))
+    (second.parent / f".{second.name}.partial").mkdir()  # still training
+    third = train_module._new_run_dir(("obama",))
+    assert [p.name for p in (first, second, third)] == [
+        "obama-20260101-000000",
+        "obama-20260101-000000-2",
+        "obama-20260101-000000-3",
+    ]

