@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 
 import typer
 from rich.console import Console
@@ -36,6 +37,12 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     """Print one line to stderr and return the Exit to raise."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+def given_options(ctx: typer.Context, names: Iterable[str]) -> set[str]:
+    """The parameters among `names` that the command line or the environment set (not left at defaults)."""
+    # By name: Typer ships its own copy of click, whose ParameterSource is not click's.
+    return {n for n in names if getattr(ctx.get_parameter_source(n), "name", None) in ("COMMANDLINE", "ENVIRONMENT")}
 
 
 def _version(value: bool) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tweetlm.cli.app import app, console, err_console
+from tweetlm.cli.app import app, console, err_console, given_options
 from tweetlm.train import Event
 
 TRAIN_PANEL = "Model"
@@ -163,8 +163,8 @@ def train_cmd(
     """
     from tweetlm.train import FAST, TrainConfig, train
 
-    if fast:  # by name: Typer ships its own copy of click, whose ParameterSource is not click's
-        given = {n for n in FAST if getattr(ctx.get_parameter_source(n), "name", None) == "COMMANDLINE"}
+    if fast:
+        given = given_options(ctx, FAST)
         epochs = epochs if "epochs" in given else FAST["epochs"]
         learning_rate = learning_rate if "learning_rate" in given else FAST["learning_rate"]
     config = TrainConfig(

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tweetlm.cli.app import app, console, err_console
+from tweetlm.cli.app import app, console, err_console, given_options
 
 if TYPE_CHECKING:
     from rich.status import Status
@@ -252,9 +252,7 @@ def apply_study_params(ctx: typer.Context, config: TrainConfig, study: str, stor
 
     _quiet_optuna()
     settings, summary = study_train_settings(study, storage)
-    # By name: Typer ships its own copy of click, whose ParameterSource is not click's.
-    sources = {name: getattr(ctx.get_parameter_source(name), "name", None) for name in settings}
-    given = {name for name, source in sources.items() if source in ("COMMANDLINE", "ENVIRONMENT")}
+    given = given_options(ctx, settings)
     changes = {k: v for k, v in settings.items() if k not in given and getattr(config, k) != v}
     console.print(
         f"settings from study {study} (trial {summary['trial']}, objective {summary['value']:.4f}): "
