@@ -187,7 +187,6 @@ def files_section(folder: Path, run: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-
 def human_size(n_bytes: int) -> str:
     return f"{n_bytes / 1e6:.1f} MB" if n_bytes >= 1e5 else f"{n_bytes / 1e3:.1f} kB"
 

@@ -31,3 +31,7 @@ class ModelError(TweetlmError):
 
 class TrainingError(TweetlmError):
     """Training failed (too little data, out of memory, NaN loss, ...)."""
+
+
+class HubError(TweetlmError):
+    """The Hugging Face Hub refused or failed an upload."""

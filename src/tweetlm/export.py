@@ -441,6 +441,20 @@ PARAMETER repeat_penalty 1
 """
 
 
+VERIFY_POSTS = 8
+
+
+def verify_gguf(run_dir: Path, gguf_path: Path) -> dict[str, float]:
+    """`compare_logits` on the run's first validation posts (its training posts if it kept none)."""
+    posts: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        posts = json.loads((run_dir / POSTS_FILE).read_text(encoding="utf-8"))
+    texts = [t for part in ("validation", "train") for ts in posts.get(part, {}).values() for t in ts]
+    if not texts:
+        raise InputError(f"{run_dir} keeps no posts ({POSTS_FILE}) to compare the logits on")
+    return {**compare_logits(run_dir, gguf_path, texts[:VERIFY_POSTS]), "posts": min(len(texts), VERIFY_POSTS)}
+
+
 def compare_logits(run_dir: Path, gguf_path: Path, texts: list[str]) -> dict[str, float]:
     """Load the GGUF with transformers (a reader tweetlm did not write) and compare its logits with the
     run folder's on `texts`, framed as in training: the largest absolute difference, the largest
