@@ -19,9 +19,9 @@ from tests.hub_server import HubServer
 from tweetlm.errors import InputError, ModelError
 
 TWEETLM = str(Path(sys.executable).with_name("tweetlm"))
-# How far the logits read back from the GGUF may be from the run's, as a share of their standard
-# deviation; and the share of positions whose most likely token must agree.
-TOLERANCE = {"f16": (0.01, 0.99), "bf16": (0.04, 0.95), "q8_0": (0.08, 0.95)}
+# How far the next-token distributions read back from the GGUF may be from the run's (mean KL, nats
+# a token), and the share of positions whose most likely token must agree.
+TOLERANCE = {"f16": (1e-4, 0.99), "bf16": (2e-3, 0.97), "q8_0": (5e-3, 0.97)}
 
 
 def _train_tiny(base: Path, home: Path, out: Path) -> Path:
@@ -62,8 +62,8 @@ def test_gguf_round_trips_through_transformers(llama_run: Path, tmp_path: Path, 
     dest = export_gguf(llama_run, tmp_path / "gguf", gguf_type)
     assert sorted(p.name for p in dest.iterdir()) == ["Modelfile", "README.md", "model.gguf"]
     diff = compare_logits(llama_run, dest / "model.gguf", _posts(llama_run)[:6])
-    max_rel, min_agree = TOLERANCE[gguf_type]
-    assert diff["max_rel_std"] < max_rel, diff
+    max_kl, min_agree = TOLERANCE[gguf_type]
+    assert diff["mean_kl"] < max_kl, diff
     assert diff["argmax_agreement"] >= min_agree, diff
 
 
@@ -95,7 +95,7 @@ def test_gpt2_round_trips_too(gpt2_run: Path, tmp_path: Path) -> None:
 
     dest = export_gguf(gpt2_run, tmp_path / "gguf", "f16")
     diff = compare_logits(gpt2_run, dest / "model.gguf", _posts(gpt2_run)[:6])
-    assert diff["max_rel_std"] < TOLERANCE["f16"][0], diff
+    assert diff["mean_kl"] < TOLERANCE["f16"][0], diff
 
 
 def test_gguf_carries_the_tokenizer_separator_and_template(llama_run: Path, tmp_path: Path) -> None:
@@ -322,6 +322,6 @@ def test_embedded_model_gguf_round_trip(tmp_path: Path, tweetlm_home: Path) -> N
     for gguf_type in ("f16", "q8_0"):
         dest = export_gguf(run, tmp_path / gguf_type, gguf_type)
         diff = compare_logits(run, dest / "model.gguf", texts)
-        max_rel, min_agree = TOLERANCE[gguf_type]
-        assert diff["max_rel_std"] < max_rel, (gguf_type, diff)
+        max_kl, min_agree = TOLERANCE[gguf_type]
+        assert diff["mean_kl"] < max_kl, (gguf_type, diff)
         assert diff["argmax_agreement"] >= min_agree, (gguf_type, diff)

@@ -457,8 +457,9 @@ def verify_gguf(run_dir: Path, gguf_path: Path) -> dict[str, float]:
 
 def compare_logits(run_dir: Path, gguf_path: Path, texts: list[str]) -> dict[str, float]:
     """Load the GGUF with transformers (a reader tweetlm did not write) and compare its logits with the
-    run folder's on `texts`, framed as in training: the largest absolute difference, the largest
-    relative to the logits' spread, and the share of positions whose most likely token agrees."""
+    run folder's on `texts`, framed as in training: the largest absolute difference (also relative to the
+    logits' standard deviation), the mean KL divergence of the next-token distributions (nats), and the
+    share of positions whose most likely token agrees."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -471,7 +472,7 @@ def compare_logits(run_dir: Path, gguf_path: Path, texts: list[str]) -> dict[str
         loaded = AutoModelForCausalLM.from_pretrained(
             gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
         ).eval()
-    worst = worst_relative = 0.0
+    worst = worst_relative = kl = 0.0
     agree = total = 0
     with torch.inference_mode():
         for ids in encode_posts(tokenizer, texts, 128):
@@ -480,6 +481,14 @@ def compare_logits(run_dir: Path, gguf_path: Path, texts: list[str]) -> dict[str
             diff = (a - b).abs().max().item()
             worst = max(worst, diff)
             worst_relative = max(worst_relative, diff / a.std().item())
+            kl += torch.nn.functional.kl_div(
+                b.log_softmax(-1), a.log_softmax(-1), log_target=True, reduction="sum"
+            ).item()
             agree += int((a.argmax(-1) == b.argmax(-1)).sum())
             total += len(ids)
-    return {"max_abs": worst, "max_rel_std": worst_relative, "argmax_agreement": agree / max(total, 1)}
+    return {
+        "max_abs": worst,
+        "max_rel_std": worst_relative,
+        "mean_kl": kl / max(total, 1),
+        "argmax_agreement": agree / max(total, 1),
+    }

@@ -76,6 +76,16 @@ def file_hash(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def input_hash(path: Path) -> str:
+    """A file's hash, or for an extracted archive folder the hash of its .js/.json files."""
+    if path.is_file():
+        return file_hash(path)
+    digest = hashlib.sha256()
+    for item in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in {".js", ".json"}):
+        digest.update(str(item.relative_to(path)).encode() + b"\x00" + file_hash(item).encode())
+    return digest.hexdigest()
+
+
 def _post_row(post: Post, import_id: int | None) -> tuple[Any, ...]:
     return (
         post.platform,

@@ -308,8 +308,12 @@ def train(
     callbacks: Sequence[TrainerCallback] = (),
     stop: threading.Event | None = None,
     save_model: bool = True,
+    splits: dict[str, Split] | None = None,
 ) -> RunResult:
     """Train and write the run folder; returns its path and metrics.
+
+    `splits` replaces the seeded split of each account's curated posts (`tweetlm update` trains on new
+    posts and a replay of older ones).
 
     `callbacks` are extra HF TrainerCallbacks (trackers, sweep pruners); setting `stop` stops the run
     like Ctrl-C does (a checkpoint, then TrainingInterrupted); `save_model=False` trains and evaluates
@@ -342,7 +346,7 @@ def train(
     try:
         if config.threads:
             torch.set_num_threads(config.threads)
-        return _train(config, datasets, partial, final_dir, hooks, resume)
+        return _train(config, datasets, partial, final_dir, hooks, resume, splits)
     finally:
         torch.set_num_threads(threads)
         if not save_model:
@@ -364,6 +368,7 @@ def _train(
     final_dir: Path,
     hooks: _Hooks,
     resume: bool,
+    given_splits: dict[str, Split] | None = None,
 ) -> RunResult:
     import torch
     import transformers
@@ -374,7 +379,7 @@ def _train(
 
     started = time.monotonic()
     emit = hooks.emit
-    splits = {account: split_posts(ds.texts, config.seed) for account, ds in datasets.items()}
+    splits = given_splits or {account: split_posts(ds.texts, config.seed) for account, ds in datasets.items()}
     base = resolve_base_model(config.base_model)
     precision = resolve_precision(config.precision)
     emit({"type": "loading", "base_model": base.name, "precision": precision})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from rich.text import Text
 from tweetlm.cli.app import app, console, err_console
 from tweetlm.curate import REPORT_LABELS, CurateConfig, CurationReport, curate_account
 from tweetlm.errors import InputError
-from tweetlm.store import Dataset, Store, file_hash
+from tweetlm.store import Dataset, Store, input_hash
 
 
 class _StderrWarnings(logging.Handler):
@@ -26,15 +25,6 @@ def _log_warnings_to_stderr() -> None:
     if not any(isinstance(h, _StderrWarnings) for h in logger.handlers):
         logger.addHandler(_StderrWarnings(logging.WARNING))
         logger.setLevel(logging.INFO)
-
-
-def _input_hash(path: Path) -> str:
-    if path.is_file():
-        return file_hash(path)
-    digest = hashlib.sha256()
-    for item in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in {".js", ".json"}):
-        digest.update(str(item.relative_to(path)).encode() + b"\x00" + file_hash(item).encode())
-    return digest.hexdigest()
 
 
 @app.command("import", rich_help_panel="Data")
@@ -79,7 +69,7 @@ def import_(
     )
     with Store() as store, console.status(f"importing {path.name} ({source.name})"):
         result = store.import_posts(
-            source.read(path, options), source=source.name, path=str(path.resolve()), file_hash=_input_hash(path)
+            source.read(path, options), source=source.name, path=str(path.resolve()), file_hash=input_hash(path)
         )
     who = ", ".join(result.accounts) or "no account"
     console.print(

@@ -61,8 +61,8 @@ def export_cmd(
         diff = verify_gguf(run_dir, dest / "model.gguf")
         console.print(
             f"transformers reads it back: on {diff['posts']} validation posts its logits differ from the run's by at "
-            f"most {diff['max_abs']:.2e} ({diff['max_rel_std']:.2%} of their spread); the most likely token agrees "
-            f"at {diff['argmax_agreement']:.1%} of positions"
+            f"most {diff['max_abs']:.2e} ({diff['max_rel_std']:.2%} of their spread), KL {diff['mean_kl']:.2e} nats "
+            f"a token; the most likely token agrees at {diff['argmax_agreement']:.1%} of positions"
         )
     console.print(f"next: cd {dest} && ollama create {dest.name.lower()} -f Modelfile")
 
