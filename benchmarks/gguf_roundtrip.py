@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from tweetlm.export import GGUF_TYPES, compare_logits, export_gguf
-from tweetlm.train import resolve_run
+from tweetlm.runs import RunFolder
 
 
 def llama_cpp_logits(run_dir: Path, gguf: Path, texts: list[str]) -> dict[str, float]:
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--posts", type=int, default=16)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    run_dir = resolve_run(args.run)
+    run_dir = RunFolder.resolve(args.run).path
     posts = json.loads((run_dir / "posts.json").read_text())
     texts = [t for ts in posts["validation"].values() for t in ts][: args.posts]
     rows = {}

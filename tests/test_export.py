@@ -25,7 +25,7 @@ TOLERANCE = {"f16": (1e-4, 0.99), "bf16": (2e-3, 0.97), "q8_0": (5e-3, 0.97)}
 
 
 def _train_tiny(base: Path, home: Path, out: Path) -> Path:
-    from tests.test_train import add_account, tiny_config
+    from tests.conftest import add_account, tiny_config
     from tweetlm.train import train
 
     with pytest.MonkeyPatch.context() as mp:
@@ -311,7 +311,7 @@ def test_repo_names() -> None:
 @pytest.mark.integration
 def test_embedded_model_gguf_round_trip(tmp_path: Path, tweetlm_home: Path) -> None:
     """The real SmolLM2-135M after one training step: q8_0 and f16 read back by transformers."""
-    from tests.test_train import add_account
+    from tests.conftest import add_account
     from tweetlm.export import compare_logits, export_gguf
     from tweetlm.train import TrainConfig, train
 

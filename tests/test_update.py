@@ -64,7 +64,10 @@ def test_update_without_a_run_says_train_it_first(tmp_path: Path, tweetlm_home: 
 
 
 def test_update_continues_the_latest_run_then_finds_nothing_new(tiny_model: Path, tmp_path: Path) -> None:
-    from tweetlm.train import latest_run, read_run
+    from tweetlm.runs import RunFolder
+
+    def latest_run(account: str) -> Path:
+        return RunFolder.latest(account).path
 
     csv_path = write_csv(tmp_path / "obama.csv", POSTS[:120])
     parent = train_parent(tiny_model, csv_path)
@@ -77,12 +80,12 @@ def test_update_continues_the_latest_run_then_finds_nothing_new(tiny_model: Path
     run = latest_run("obama")
     if "new run" in out:  # kept: the new posts' loss went down
         assert run != parent
-        meta = read_run(run)
-        assert meta["parent"] == parent.name and meta["chain"] == [parent.name]
-        assert meta["update"]["kept"] is True
-        assert meta["update"]["held_out_loss_after"] < meta["update"]["held_out_loss_before"]
-        assert meta["base_model"] == read_run(parent)["base_model"]
-        assert meta["config"]["base_model"] == str(parent)
+        meta = RunFolder(run).read()
+        assert meta.parent == parent.name and meta.chain == [parent.name]
+        assert meta.update is not None and meta.update["kept"] is True
+        assert meta.update["held_out_loss_after"] < meta.update["held_out_loss_before"]
+        assert meta.base_model == RunFolder(parent).read().base_model
+        assert meta.config["base_model"] == str(parent)
         posts = json.loads((run / "posts.json").read_text())
         seen = posts["train"]["obama"] + posts["validation"]["obama"]
         assert len(seen) == len(set(seen)) and len(seen) > 100
@@ -98,7 +101,7 @@ def test_update_continues_the_latest_run_then_finds_nothing_new(tiny_model: Path
 
 
 def test_a_worse_update_is_not_kept_and_not_retried(tiny_model: Path, tmp_path: Path) -> None:
-    from tweetlm.train import latest_run
+    from tweetlm.runs import RunFolder
     from tweetlm.update import UpdateConfig, update
 
     csv_path = write_csv(tmp_path / "obama.csv", POSTS[:120])
@@ -109,7 +112,7 @@ def test_a_worse_update_is_not_kept_and_not_retried(tiny_model: Path, tmp_path: 
     assert result.status == "rejected", result
     assert result.loss_after is not None and result.loss_before is not None
     assert result.loss_after >= result.loss_before
-    assert latest_run("obama") == parent
+    assert RunFolder.latest("obama").path == parent
     assert json.loads((parent / "updates.json").read_text())[0]["kept"] is False
     again = update(UpdateConfig("obama", learning_rate=1e-12, epochs=1))
     assert again.status == "nothing new" and "not kept" in again.message

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from tweetlm import __version__, paths
 from tweetlm.card import NOTICE, write_card
 from tweetlm.errors import InputError, ModelError
-from tweetlm.train import POSTS_FILE, RUN_FILE, read_run
+from tweetlm.runs import POSTS_FILE, RunFolder, RunInfo
 
 if TYPE_CHECKING:
     import numpy as np
@@ -99,10 +99,9 @@ def export_hf(run_dir: Path, dest: Path | None = None, dtype: str | None = None,
     weights (default: as saved)."""
     dtype = check_hf_dtype(dtype)
     dest = dest or default_dest(run_dir, f"hf-{dtype or 'saved'}")
-    run = read_run(run_dir)
     with atomic_dir(dest) as tmp:
         write_hf_folder(run_dir, tmp, dtype, include_posts)
-        write_card(tmp, public_run(run), name=dest.name)
+        write_card(tmp, public_run(run_dir), name=dest.name)
     return dest
 
 
@@ -119,9 +118,7 @@ def write_hf_folder(run_dir: Path, folder: Path, dtype: str | None, include_post
         if not (run_dir / POSTS_FILE).is_file():
             raise InputError(f"{run_dir} has no {POSTS_FILE} to include")
         shutil.copy2(run_dir / POSTS_FILE, folder / POSTS_FILE)
-    (folder / RUN_FILE).write_text(
-        json.dumps(public_run(read_run(run_dir)), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-    )
+    RunFolder(folder).write(public_run(run_dir))
 
 
 def _save_converted(run_dir: Path, folder: Path, dtype: str) -> None:
@@ -135,13 +132,17 @@ def _save_converted(run_dir: Path, folder: Path, dtype: str) -> None:
         model.save_pretrained(folder)
 
 
-def public_run(run: dict[str, Any]) -> dict[str, Any]:
-    """`run.json` as it may leave the machine: no curation examples (they quote posts), no local paths."""
-    public = json.loads(json.dumps(run))
-    public.get("base_model", {}).pop("path", None)
+def public_run(run_dir: Path) -> RunInfo:
+    """`run.json` as it may leave the machine: no curation examples (they quote posts), no local paths
+    (a base model given as a folder is named by the folder's name)."""
+    public = RunFolder(run_dir).read().to_dict()
+    base = public["base_model"]
+    base["path"] = ""
+    if Path(base["name"]).is_absolute():
+        base["name"] = Path(base["name"]).name
     for dataset in public.get("data", {}).get("datasets", {}).values():
         dataset.get("report", {}).pop("examples", None)
-    return public
+    return RunInfo.from_dict(public)
 
 
 # ---- GGUF ----------------------------------------------------------------------------------------
@@ -235,11 +236,10 @@ def export_gguf(run_dir: Path, dest: Path | None = None, gguf_type: str = "q8_0"
     """A folder with `model.gguf`, an Ollama `Modelfile` and the card; returns the folder."""
     gguf_type = check_gguf_type(gguf_type)
     dest = dest or default_dest(run_dir, gguf_type)
-    run = read_run(run_dir)
     with atomic_dir(dest) as tmp:
         tokenizer = write_gguf(run_dir, tmp / GGUF_NAME, gguf_type)
         (tmp / MODELFILE).write_text(modelfile(run_dir, tokenizer), encoding="utf-8")
-        write_card(tmp, public_run(run), name=dest.name)
+        write_card(tmp, public_run(run_dir), name=dest.name)
     return dest
 
 
@@ -282,15 +282,15 @@ def _block_count(config: PretrainedConfig) -> int:
 def _write_metadata(writer: GGUFWriter, run_dir: Path, gguf_type: str) -> None:
     import gguf
 
-    run = read_run(run_dir)
-    embedded = run["base_model"]["embedded"]
+    run = public_run(run_dir)
+    embedded = run.base_model.embedded
     writer.add_type(gguf.GGUFType.MODEL)
     writer.add_name(f"tweetlm {run_dir.name}")
-    writer.add_description(f"Writes like {', '.join('@' + a for a in run['accounts'])}. {NOTICE}")
+    writer.add_description(f"Writes like {', '.join('@' + a for a in run.accounts)}. {NOTICE}")
     writer.add_finetune("tweetlm")
     writer.add_tags(["tweetlm", "machine-generated"])
     writer.add_base_model_count(1)
-    writer.add_base_model_name(0, "SmolLM2-135M-Instruct" if embedded else run["base_model"]["name"])
+    writer.add_base_model_name(0, "SmolLM2-135M-Instruct" if embedded else run.base_model.name)
     if embedded:
         writer.add_license("apache-2.0")
     file_types = {
@@ -374,17 +374,16 @@ def _write_sampling(writer: GGUFWriter, run_dir: Path) -> None:
 
 def generation_settings(run_dir: Path) -> dict[str, Any]:
     """The run's sampling defaults (its generation_config.json), those of `tweetlm generate` otherwise."""
-    from tweetlm.generate import GenerateConfig
+    from tweetlm import sampling
 
-    defaults = GenerateConfig()
     saved: dict[str, Any] = {}
     with contextlib.suppress(OSError, ValueError):
         saved = json.loads((run_dir / "generation_config.json").read_text(encoding="utf-8"))
     return {
-        "temperature": float(saved.get("temperature", defaults.temperature)),
-        "top_p": float(saved.get("top_p", defaults.top_p)),
-        "top_k": int(saved.get("top_k", defaults.top_k)),
-        "max_new_tokens": int(saved.get("max_new_tokens", defaults.max_new_tokens)),
+        "temperature": float(saved.get("temperature", sampling.TEMPERATURE)),
+        "top_p": float(saved.get("top_p", sampling.TOP_P)),
+        "top_k": int(saved.get("top_k", sampling.TOP_K)),
+        "max_new_tokens": int(saved.get("max_new_tokens", sampling.MAX_NEW_TOKENS)),
     }
 
 
@@ -421,10 +420,10 @@ def _tensor_type(gguf_name: str, data: np.ndarray, gguf_type: str) -> Any:
 def modelfile(run_dir: Path, tokenizer: PreTrainedTokenizerBase) -> str:
     """Ollama's Modelfile: the GGUF beside it, a template that starts with the separator (as `tweetlm
     generate` does), the separator as a stop, and the run's sampling defaults."""
-    run = read_run(run_dir)
+    run = RunFolder(run_dir).read()
     sampling = generation_settings(run_dir)
     eos = tokenizer.eos_token
-    who = ", ".join(f"@{a}" for a in run["accounts"])
+    who = ", ".join(f"@{a}" for a in run.accounts)
     tag = run_dir.name.lower().replace("+", "-")
     return f"""# Ollama Modelfile written by tweetlm {__version__} for the run {run_dir.name}.
 # A model that writes like {who}. Its outputs are machine-generated: label them so wherever you show them.
@@ -446,10 +445,8 @@ VERIFY_POSTS = 8
 
 def verify_gguf(run_dir: Path, gguf_path: Path) -> dict[str, float]:
     """`compare_logits` on the run's first validation posts (its training posts if it kept none)."""
-    posts: dict[str, Any] = {}
-    with contextlib.suppress(OSError, ValueError):
-        posts = json.loads((run_dir / POSTS_FILE).read_text(encoding="utf-8"))
-    texts = [t for part in ("validation", "train") for ts in posts.get(part, {}).values() for t in ts]
+    posts = RunFolder(run_dir).posts()
+    texts = [t for part in (posts.validation, posts.train) for ts in part.values() for t in ts]
     if not texts:
         raise InputError(f"{run_dir} keeps no posts ({POSTS_FILE}) to compare the logits on")
     return {**compare_logits(run_dir, gguf_path, texts[:VERIFY_POSTS]), "posts": min(len(texts), VERIFY_POSTS)}

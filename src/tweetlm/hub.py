@@ -15,7 +15,6 @@ from pathlib import Path
 from tweetlm.card import write_card
 from tweetlm.errors import HubError, InputError
 from tweetlm.export import GGUF_NAME, MODELFILE, check_gguf_type, modelfile, public_run, write_gguf, write_hf_folder
-from tweetlm.train import read_run
 
 # The Hub's rule for a name: letters, digits, '-', '_', '.'; no '--' or '..'; not starting or ending in '-' or '.'.
 _NAME = r"(?!.*(?:--|\.\.))[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
@@ -61,7 +60,7 @@ def push(
         if gguf_type:
             tokenizer = write_gguf(run_dir, folder / GGUF_NAME, gguf_type)
             (folder / MODELFILE).write_text(modelfile(run_dir, tokenizer), encoding="utf-8")
-        write_card(folder, public_run(read_run(run_dir)), name=repo)
+        write_card(folder, public_run(run_dir), name=repo)
         api = HfApi(token=token)
         try:
             api.create_repo(repo, private=private, exist_ok=True)

@@ -26,8 +26,9 @@ from tweetlm import paths
 from tweetlm.curate import CurateConfig, curate_account
 from tweetlm.dataset import VALIDATION_FRACTION, Split
 from tweetlm.errors import InputError, NoDataError, TweetlmError
+from tweetlm.runs import RunFolder, RunInfo, RunPosts
 from tweetlm.store import Store, input_hash
-from tweetlm.train import POSTS_FILE, RUN_FILE, TrainConfig, latest_run, read_run, train
+from tweetlm.train import TrainConfig, train
 
 log = logging.getLogger("tweetlm")
 
@@ -71,13 +72,13 @@ def update(
     config: UpdateConfig, say: Say = log.info, on_event: Callable[[dict[str, Any]], None] | None = None
 ) -> UpdateResult:
     try:
-        parent = latest_run(config.account)
+        parent = RunFolder.latest(config.account).path
     except NoDataError as exc:
         raise NoDataError(
             f"{config.account} has no finished run to update: train it first (tweetlm train {config.account})"
         ) from exc
-    run = read_run(parent)
-    accounts = tuple(run["accounts"])
+    run = RunFolder(parent).read()
+    accounts = tuple(run.accounts)
     with Store() as store:
         refreshed = refresh(store, accounts, config, say)
         curated = {a: _curate_like(store, a, run) for a in accounts}
@@ -147,16 +148,16 @@ def _fetch(store: Store, wanted: set[str], say: Say) -> list[str]:
     return done
 
 
-def _curate_like(store: Store, account: str, run: dict[str, Any]) -> list[str]:
-    rules = run["data"]["datasets"].get(account, {}).get("rules", {})
+def _curate_like(store: Store, account: str, run: RunInfo) -> list[str]:
+    rules = run.data["datasets"].get(account, {}).get("rules", {})
     known = {f.name for f in dataclasses.fields(CurateConfig)}
     dataset, _ = curate_account(store, account, CurateConfig(**{k: v for k, v in rules.items() if k in known}))
     return dataset.texts
 
 
 def _seen_posts(run_dir: Path) -> set[str]:
-    data = json.loads((run_dir / POSTS_FILE).read_text(encoding="utf-8"))
-    return {t for part in ("train", "validation") for texts in data[part].values() for t in texts}
+    posts = RunFolder(run_dir).posts()
+    return {t for part in (posts.train, posts.validation) for texts in part.values() for t in texts}
 
 
 def _posts_digest(posts: dict[str, list[str]]) -> str:
@@ -164,7 +165,7 @@ def _posts_digest(posts: dict[str, list[str]]) -> str:
 
 
 def plan_splits(
-    parent_posts: dict[str, Any], new: dict[str, list[str]], replay: float, seed: int
+    parent_posts: RunPosts, new: dict[str, list[str]], replay: float, seed: int
 ) -> tuple[dict[str, Split], dict[str, list[str]]]:
     """What this update trains and validates on, and the new posts it holds out.
 
@@ -180,24 +181,24 @@ def plan_splits(
         n_val = max(1, round(len(order) * VALIDATION_FRACTION)) if len(order) >= 2 else 0
         held[account] = order[:n_val]
         fresh = order[n_val:]
-        old = list(parent_posts["train"].get(account, []))
+        old = list(parent_posts.train.get(account, []))
         replayed = rng.sample(old, min(len(old), round(replay * len(fresh))))
-        splits[account] = Split(fresh + replayed, held[account] + list(parent_posts["validation"].get(account, [])))
+        splits[account] = Split(fresh + replayed, held[account] + list(parent_posts.validation.get(account, [])))
     return splits, held
 
 
 def _train_update(
     config: UpdateConfig,
     parent: Path,
-    run: dict[str, Any],
+    run: RunInfo,
     new: dict[str, list[str]],
     digest: str,
     result: UpdateResult,
     say: Say,
     on_event: Callable[[dict[str, Any]], None] | None,
 ) -> UpdateResult:
-    parent_posts = json.loads((parent / POSTS_FILE).read_text(encoding="utf-8"))
-    base = TrainConfig.from_dict(run["config"])
+    parent_posts = RunFolder(parent).posts()
+    base = TrainConfig.from_dict(run.config)
     train_config = dataclasses.replace(
         base,
         base_model=str(parent),
@@ -212,9 +213,7 @@ def _train_update(
     n_train = sum(len(s.train) for s in splits.values())
     staging = paths.runs_dir() / ".updates"
     staging.mkdir(exist_ok=True)
-    from tweetlm.train import _new_run_dir
-
-    name = _new_run_dir(tuple(run["accounts"])).name
+    name = RunFolder.new(tuple(run.accounts)).name
     say(
         f"{result.new_posts} new posts since {parent.name}: training on {n_train} "
         f"({len(held_out)} new ones held out), replaying older ones"
@@ -264,8 +263,8 @@ def held_out_loss(run_dir: Path, texts: list[str], max_length: int) -> float:
 def _adopt(
     run_dir: Path,
     parent: Path,
-    parent_run: dict[str, Any],
-    parent_posts: dict[str, Any],
+    parent_run: RunInfo,
+    parent_posts: RunPosts,
     new: dict[str, list[str]],
     held: dict[str, list[str]],
     record: dict[str, Any],
@@ -274,20 +273,19 @@ def _adopt(
     either has seen in posts.json (so the copy filter and the next update know them), a fresh card."""
     from tweetlm.card import write_card
 
-    run = read_run(run_dir)
-    run["base_model"] = parent_run["base_model"]
-    run["parent"] = parent.name
-    run["chain"] = [*parent_run.get("chain", []), parent.name]
-    run["update"] = record
-    posts = {"train": {}, "validation": {}}
-    for account in run["accounts"]:
+    folder = RunFolder(run_dir)
+    run = folder.read()
+    run.base_model = parent_run.base_model
+    run.parent = parent.name
+    run.chain = [*parent_run.chain, parent.name]
+    run.update = record
+    posts = RunPosts()
+    for account in run.accounts:
         fresh = [t for t in new.get(account, []) if t not in set(held.get(account, []))]
-        posts["train"][account] = [*parent_posts["train"].get(account, []), *fresh]
-        posts["validation"][account] = [*parent_posts["validation"].get(account, []), *held.get(account, [])]
-    for name, data in ((RUN_FILE, run), (POSTS_FILE, posts)):
-        tmp = run_dir / f"{name}.tmp"
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, run_dir / name)
+        posts.train[account] = [*parent_posts.train.get(account, []), *fresh]
+        posts.validation[account] = [*parent_posts.validation.get(account, []), *held.get(account, [])]
+    folder.write(run)
+    folder.write_posts(posts)
     write_card(run_dir, run)
 
 
@@ -302,7 +300,4 @@ def _read_updates(parent: Path) -> list[dict[str, Any]]:
 
 
 def _remember_rejected(parent: Path, record: dict[str, Any]) -> None:
-    path = parent / UPDATES_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps([*_read_updates(parent), record], indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    paths.write_json(parent / UPDATES_FILE, [*_read_updates(parent), record])

@@ -41,14 +41,14 @@ def export_cmd(
     """
     from tweetlm.errors import InputError
     from tweetlm.export import check_gguf_type, check_hf_dtype, export_gguf, export_hf
-    from tweetlm.train import resolve_run
+    from tweetlm.runs import RunFolder
 
     format = format.lower()
     if format not in ("gguf", "hf"):
         raise InputError(f"--format {format!r}: choose gguf or hf")
     gguf_type = check_gguf_type(gguf_type)
     dtype = check_hf_dtype(dtype)
-    run_dir = resolve_run(run)
+    run_dir = RunFolder.resolve(run).path
     if format == "hf":
         dest = export_hf(run_dir, output, dtype, include_posts)
         console.print(f"HF folder: [bold]{dest}[/]")
@@ -91,10 +91,10 @@ def push_cmd(
       tweetlm push BarackObama --repo alice/obama-tweetlm --private --gguf --type q8_0
     """
     from tweetlm.hub import check_repo, push
-    from tweetlm.train import resolve_run
+    from tweetlm.runs import RunFolder
 
     check_repo(repo)
-    run_dir = resolve_run(run)
+    run_dir = RunFolder.resolve(run).path
     url = push(
         run_dir,
         repo,
