@@ -21,7 +21,7 @@ from tweetlm.errors import InputError, ModelError
 TWEETLM = str(Path(sys.executable).with_name("tweetlm"))
 # How far the next-token distributions read back from the GGUF may be from the run's (mean KL, nats
 # a token), and the share of positions whose most likely token must agree.
-TOLERANCE = {"f16": (1e-4, 0.99), "bf16": (2e-3, 0.97), "q8_0": (5e-3, 0.97)}
+TOLERANCE = {"f16": (1e-4, 0.99), "bf16": (2e-3, 0.97), "q8_0": (1e-2, 0.95)}
 
 
 def _train_tiny(base: Path, home: Path, out: Path) -> Path:
