@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import sample_posts
+from tests.conftest import add_account, sample_posts, tiny_config
 from tests.hub_server import HubServer
 from tweetlm.errors import InputError, ModelError
 
@@ -25,7 +25,6 @@ TOLERANCE = {"f16": (1e-4, 0.99), "bf16": (2e-3, 0.97), "q8_0": (1e-2, 0.95)}
 
 
 def _train_tiny(base: Path, home: Path, out: Path) -> Path:
-    from tests.conftest import add_account, tiny_config
     from tweetlm.train import train
 
     with pytest.MonkeyPatch.context() as mp:
@@ -325,3 +324,17 @@ def test_embedded_model_gguf_round_trip(tmp_path: Path, tweetlm_home: Path) -> N
         max_kl, min_agree = TOLERANCE[gguf_type]
         assert diff["mean_kl"] < max_kl, (gguf_type, diff)
         assert diff["argmax_agreement"] >= min_agree, (gguf_type, diff)
+
+
+@pytest.mark.parametrize(("save_dtype", "expected"), [("auto", "bf16"), ("fp32", "fp32")])
+def test_a_bf16_run_saves_in_bf16_unless_asked(tiny_model: Path, save_dtype: str, expected: str) -> None:
+    from tweetlm.card import safetensors_dtype
+    from tweetlm.models import bf16_supported
+    from tweetlm.train import train
+
+    if not bf16_supported():
+        pytest.skip("this machine has no bf16 support")
+    add_account("obama", sample_posts(60))
+    run = train(tiny_config(tiny_model, max_steps=1, precision="bf16", save_dtype=save_dtype)).run_dir
+    assert safetensors_dtype(run / "model.safetensors") == expected
+    assert f"the weights in {expected}," in (run / "README.md").read_text()
