@@ -194,7 +194,7 @@ def test_hf_export_is_clean_and_half_the_size_in_bf16(llama_run: Path, tmp_path:
     assert "the weights in bf16" in card and "not included" in card
     run = json.loads((dest / "run.json").read_text())
     assert "examples" not in run["data"]["datasets"]["obama"]["report"]
-    assert "path" not in run["base_model"]
+    assert run["base_model"]["path"] == "" and not Path(run["base_model"]["name"]).is_absolute()
     out = pipeline("text-generation", model=str(dest))("<|endoftext|>The", max_new_tokens=5, do_sample=False)
     assert isinstance(out[0]["generated_text"], str)
 

@@ -130,9 +130,10 @@ def test_too_few_new_posts_wait(tiny_model: Path, tmp_path: Path) -> None:
 
 
 def test_plan_splits_replays_older_posts_and_holds_out_new_ones() -> None:
+    from tweetlm.runs import RunPosts
     from tweetlm.update import plan_splits
 
-    parent = {"train": {"a": [f"old {i}" for i in range(50)]}, "validation": {"a": ["old val"]}}
+    parent = RunPosts({"a": [f"old {i}" for i in range(50)]}, {"a": ["old val"]})
     new = {"a": [f"new {i}" for i in range(20)]}
     splits, held = plan_splits(parent, new, replay=1.5, seed=1)
     assert len(held["a"]) == 2 and all(t.startswith("new") for t in held["a"])
