@@ -204,6 +204,8 @@ class Store:
             )
             import_id = int(cur.lastrowid or 0)
             read, added = self.add_posts(tracked(posts), import_id)
+            if read == 0:  # rolled back with the import record: an import of nothing is no import
+                raise NoDataError(f"{path}: no posts found in it ({source}): nothing imported")
             self.db.execute(
                 "UPDATE imports SET finished_at=?, read=?, added=?, skipped=?, accounts=? WHERE id=?",
                 (_now(), read, added, read - added, json.dumps(sorted(accounts)), import_id),
