@@ -145,9 +145,15 @@ def write_png(path: Path, png: bytes) -> Path:
         raise InputError(f"{path}: the plot is a PNG, give a path ending in .png")
     if not path.parent.is_dir():
         raise InputError(f"{path.parent} does not exist: create it or choose another --output")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder: give the path of a .png file for --output")
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(png)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(png)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"cannot write {path} ({exc.strerror}): choose another --output") from None
     return path
 
 

@@ -299,6 +299,11 @@ def load_study(name: str, storage: str | None = None) -> optuna.Study:
     """An existing study, or NoDataError naming the studies that exist."""
     import optuna
 
+    if storage is None and not (paths.home() / STORAGE_FILE).is_file():  # looking creates no database
+        raise NoDataError(
+            f"no sweep study {name!r} in {mask_url(default_storage())} (there are no studies there yet); "
+            "run `tweetlm sweep` first"
+        )
     rdb = open_storage(storage)
     try:
         return optuna.load_study(study_name=name, storage=rdb)

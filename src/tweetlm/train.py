@@ -32,6 +32,7 @@ from tweetlm.dataset import (
     PostDataset,
     Split,
     balance,
+    check_enough_posts,
     collate,
     data_hash,
     encode_posts,
@@ -39,7 +40,14 @@ from tweetlm.dataset import (
     split_posts,
 )
 from tweetlm.errors import InputError, NoDataError, TrainingError
-from tweetlm.models import BaseModel, load_model, load_tokenizer, quiet_progress, resolve_base_model
+from tweetlm.models import (
+    BaseModel,
+    check_base_model,
+    load_model,
+    load_tokenizer,
+    quiet_progress,
+    resolve_base_model,
+)
 from tweetlm.store import Dataset, Store
 from tweetlm.tracking import parse_report_to, prediction_callback, tracker_args
 
@@ -187,8 +195,21 @@ def _say_fp32() -> None:
 
 def run_name(accounts: tuple[str, ...]) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    safe = "+".join(a.replace("/", "_").replace("@", "_") for a in accounts)
-    return f"{safe}-{stamp}"
+    return f"{_accounts_part(accounts)}-{stamp}"
+
+
+_NAME_CHARS = 100  # file names may have 255 bytes; the stamp, -N, the dots and .partial need room
+
+
+def _accounts_part(accounts: tuple[str, ...]) -> str:
+    """The accounts as a file name: no path separators, and long names shortened with a hash."""
+    safe = "+".join(a.replace("/", "_").replace("@", "_").replace("\x00", "_") for a in accounts)
+    if len(safe.encode()) <= _NAME_CHARS:
+        return safe
+    import hashlib
+
+    digest = hashlib.sha256(safe.encode()).hexdigest()[:12]
+    return safe.encode()[: _NAME_CHARS - 13].decode(errors="ignore") + "~" + digest
 
 
 def _new_run_dir(accounts: tuple[str, ...]) -> Path:
@@ -204,15 +225,19 @@ def _new_run_dir(accounts: tuple[str, ...]) -> Path:
 def load_datasets(store: Store, accounts: tuple[str, ...], on_event: EventHandler) -> dict[str, Dataset]:
     """The latest curated dataset of each account (curating with defaults if it never was)."""
     datasets: dict[str, Dataset] = {}
+    events: list[Event] = []
     for name in accounts:
         account = store.resolve_account(name)
         dataset = store.dataset(account)
         if dataset is None:
             dataset, report = curate_account(store, account, CurateConfig())
-            on_event({"type": "curated", "account": account, "report": report.to_dict(), "hash": dataset.hash})
+            events.append({"type": "curated", "account": account, "report": report.to_dict(), "hash": dataset.hash})
+        check_enough_posts(dataset.n_posts)
         datasets[account] = dataset
     if len(set(datasets)) != len(accounts):
         raise InputError("an account is named twice")
+    for event in events:
+        on_event(event)
     return datasets
 
 
@@ -281,15 +306,90 @@ def _decoder_layers(model: PreTrainedModel) -> list[Any]:
 
 
 def _find_partial(accounts: tuple[str, ...]) -> Path:
-    prefix = "+".join(a.replace("/", "_").replace("@", "_") for a in accounts) + "-"
+    prefix = _accounts_part(accounts) + "-"
     candidates = sorted(
-        (p for p in paths.runs_dir().glob(".*.partial") if p.name[1:].startswith(prefix)),
+        (p for p in paths.runs_dir().glob(".*.partial") if p.name[1:].startswith(prefix) and p.is_dir()),
         key=lambda p: p.stat().st_mtime,
     )
     for candidate in reversed(candidates):
         if any((candidate / "checkpoints").glob("checkpoint-*")) and (candidate / CONFIG_FILE).is_file():
             return candidate
     raise InputError(f"no interrupted run of {', '.join(accounts)} to resume in {paths.runs_dir()}")
+
+
+def check_can_create(folder: Path, what: str) -> None:
+    """Fail now, before any model loads, if `folder` cannot be created: probe its nearest existing
+    parent with a temporary folder, removed at once (nothing is left behind)."""
+    parent = folder.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{what} {folder}: {parent} is not a folder")
+    try:
+        Path(tempfile.mkdtemp(prefix=".tweetlm-probe-", dir=parent)).rmdir()
+    except OSError as exc:
+        raise InputError(f"{what} {folder}: cannot create a folder in {parent} ({exc.strerror})") from None
+
+
+STALE_DAYS = 14  # an interrupted run's checkpoint older than this is removed by the next training
+
+
+def tidy_partials(accounts: tuple[str, ...], emit: EventHandler) -> None:
+    """Deal with the hidden `.partial` folders that killed trainings of these accounts left behind:
+    remove those without a checkpoint (or older than STALE_DAYS), and point at `--resume` for the rest.
+    A folder whose training process is still alive is left alone."""
+    runs = paths.runs_dir()
+    if not runs.is_dir():
+        return
+    prefix = _accounts_part(accounts) + "-"
+    for folder in sorted(p for p in runs.glob(".*.partial") if p.name[1:].startswith(prefix) and p.is_dir()):
+        try:
+            saved = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            saved = None
+        pid = saved.get("pid") if isinstance(saved, dict) else None
+        if isinstance(pid, int) and _alive(pid):
+            continue
+        age = (time.time() - _newest_mtime(folder)) / 86400
+        checkpoints = sorted((folder / "checkpoints").glob("checkpoint-*"), key=lambda p: p.stat().st_mtime)
+        if saved is None and age < 1 / 24:
+            continue  # no config yet and recent: a training that is only starting
+        if checkpoints and saved is not None and age < STALE_DAYS:
+            step = checkpoints[-1].name.rsplit("-", 1)[-1]
+            emit(
+                {
+                    "type": "leftover",
+                    "message": f"an interrupted training of {', '.join(accounts)} left a checkpoint at step {step} "
+                    f"in {folder}: `tweetlm train {' '.join(accounts)} --resume` continues it "
+                    "(training anew meanwhile)",
+                }
+            )
+            continue
+        why = f"older than {STALE_DAYS} days" if checkpoints else "no checkpoint in it"
+        shutil.rmtree(folder, ignore_errors=True)
+        emit({"type": "leftover", "message": f"removed {folder}, left by a killed training ({why})"})
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _newest_mtime(folder: Path) -> float:
+    newest = folder.stat().st_mtime
+    for item in folder.rglob("*"):
+        try:
+            newest = max(newest, item.stat().st_mtime)
+        except OSError:
+            continue
+    return newest
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -331,10 +431,15 @@ def train(
             if final_dir.exists():
                 raise InputError(f"{final_dir} already exists: choose another --output")
             partial = final_dir.parent / f".{final_dir.name}.partial"
-        datasets = load_datasets(store, config.accounts, emit)
+            check_can_create(final_dir, "--output" if output else "the run folder")
+        check_base_model(config.base_model)
+        with store.transaction():  # a curation done here is undone if the data then proves too small
+            datasets = load_datasets(store, config.accounts, emit)
     finally:
         if own_store:
             store.close()
+    if save_model and not resume:
+        tidy_partials(config.accounts, emit)
     hooks = _Hooks(emit, list(callbacks), stop or threading.Event(), save_model)
     import torch
 
@@ -416,7 +521,7 @@ def _train(
     if not resume:
         _write_json(
             partial / CONFIG_FILE,
-            {"config": config.to_dict(), "final_dir": str(final_dir), "tweetlm": __version__},
+            {"config": config.to_dict(), "final_dir": str(final_dir), "tweetlm": __version__, "pid": os.getpid()},
         )
     pad_id = tokenizer.pad_token_id
 
@@ -448,6 +553,7 @@ def _train(
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             self.step0 = state.global_step
+            self.t0 = time.monotonic()  # a resume's checkpoint loading is no part of the pace
             emit(
                 {
                     "type": "start",
@@ -572,8 +678,9 @@ def _train(
         trainer_log.removeFilter(_tied_head_notice)
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-    if interrupted.is_set():
+    if interrupted.is_set() and trainer.state.global_step < trainer.state.max_steps:
         raise TrainingInterrupted(partial, trainer.state.global_step, config.accounts)
+    # Interrupted after the last step (during the final evaluation): the run is complete, finish it.
 
     evals = [h for h in trainer.state.log_history if "eval_loss" in h]
     if not evals or any(math.isnan(h["eval_loss"]) for h in evals[-1:]):
@@ -725,10 +832,13 @@ def latest_run(account: str) -> Path:
     runs = []
     for run_json in paths.runs_dir().glob(f"*/{RUN_FILE}"):
         try:
-            accounts = json.loads(run_json.read_text())["accounts"]
-        except (ValueError, KeyError):
+            accounts = json.loads(run_json.read_text(encoding="utf-8"))["accounts"]
+            if not isinstance(accounts, list):
+                raise TypeError
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            log.warning("skipping %s: not a readable tweetlm run.json", run_json)
             continue
-        if any(a.lower() == account.lstrip("@").lower() for a in accounts):
+        if any(isinstance(a, str) and a.lower() == account.lstrip("@").lower() for a in accounts):
             runs.append(run_json.parent)
     if not runs:
         raise NoDataError(f"no finished run for {account!r} in {paths.runs_dir()}: run `tweetlm train {account}`")
@@ -742,12 +852,24 @@ def resolve_run(name: str) -> Path:
         if candidate.is_dir():
             if not (candidate / RUN_FILE).is_file():
                 raise InputError(f"{candidate} is not a tweetlm run (no {RUN_FILE}): give a run folder or an account")
+            read_run(candidate)
             return candidate
     return latest_run(name)
 
 
+_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
 def read_run(run_dir: Path) -> dict[str, Any]:
+    """A finished run's run.json, checked to describe a run whose model files are all there."""
+    hint = "train again, or give another run folder or an account"
     try:
-        return dict(json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8")))
+        run = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise InputError(f"{run_dir} is not a readable tweetlm run ({exc})") from exc
+        reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+        raise InputError(f"{run_dir} is not a readable tweetlm run ({RUN_FILE}: {reason}): {hint}") from None
+    if not isinstance(run, dict) or not isinstance(run.get("accounts"), list):
+        raise InputError(f"{run_dir} is not a tweetlm run ({RUN_FILE} holds no run description): {hint}")
+    if not (run_dir / "config.json").is_file() or not any((run_dir / w).is_file() for w in _WEIGHTS):
+        raise InputError(f"{run_dir} is an incomplete tweetlm run (its model files are missing): {hint}")
+    return run

@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 from pathlib import Path
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from tweetlm.cli.app import app, console, err_console
+from tweetlm.cli.app import app, console
 from tweetlm.curate import REPORT_LABELS, CurateConfig, CurationReport, curate_account
 from tweetlm.errors import InputError
 from tweetlm.store import Dataset, Store, file_hash
-
-
-class _StderrWarnings(logging.Handler):
-    def emit(self, record: logging.LogRecord) -> None:
-        err_console.print(f"[yellow]warning:[/] {record.getMessage()}", highlight=False)
-
-
-def _log_warnings_to_stderr() -> None:
-    logger = logging.getLogger("tweetlm")
-    if not any(isinstance(h, _StderrWarnings) for h in logger.handlers):
-        logger.addHandler(_StderrWarnings(logging.WARNING))
-        logger.setLevel(logging.INFO)
 
 
 def _input_hash(path: Path) -> str:
@@ -70,7 +57,6 @@ def import_(
     """
     from tweetlm.sources import ReadOptions, check_path, resolve
 
-    _log_warnings_to_stderr()
     max_bytes = int(max_size * 1024 * 1024)
     check_path(path, max_bytes)
     source = resolve(path, fmt)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +53,7 @@ class TrainDisplay:
                 self.task,
                 completed=event["step"],
                 loss=loss,
-                eta=time.strftime("%M:%S", time.gmtime(event["eta"])),
+                eta=clock(event["eta"]),
                 speed=f"{event['tokens_per_s']:.0f} tok/s",
             )
         elif kind == "eval":
@@ -63,6 +62,8 @@ class TrainDisplay:
             (self.progress.console if self.progress else console).print(line)
         elif kind == "interrupt":
             err_console.print(event["message"])
+        elif kind == "leftover":
+            err_console.print(f"[yellow]note:[/] {event['message']}", highlight=False, soft_wrap=True)
         elif kind == "done":
             self.stop()
 
@@ -70,6 +71,13 @@ class TrainDisplay:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+def clock(seconds: float) -> str:
+    """12:05, or 1:02:05 past an hour (a bare %M:%S wraps: 3580 s would read 59:40)."""
+    minutes, secs = divmod(int(max(seconds, 0)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
 @app.command("train", rich_help_panel=TRAIN_PANEL)
@@ -250,7 +258,7 @@ def generate_cmd(
 
       tweetlm generate BarackObama "" -n 5 --temperature 0.8 --seed 1 --json
     """
-    from tweetlm.generate import GenerateConfig, Generator
+    from tweetlm.generate import GenerateConfig, Generator, check_prompt
     from tweetlm.train import resolve_run
 
     config = GenerateConfig(
@@ -263,6 +271,7 @@ def generate_cmd(
         allow_copies=allow_copies,
     )
     run_dir = resolve_run(run)
+    check_prompt(run_dir, prompt, config)  # before the model loads
     gen = Generator(run_dir).generate(prompt, config)
     if as_json:
         typer.echo(json.dumps(gen.to_dict(), ensure_ascii=False, indent=2))
