@@ -88,7 +88,7 @@ def resolve_base_model(name: str | None) -> BaseModel:
     if name is None or name.lower() in EMBEDDED_ALIASES:
         return BaseModel(EMBEDDED_NAME, str(embedded_model_dir()), embedded=True)
     local = Path(name).expanduser()
-    if local.exists():
+    if _exists(local):
         if not (local / "config.json").is_file():
             raise ModelError(f"{local} is not a model folder (no config.json): give an HF model id or a saved model")
         return BaseModel(str(local.resolve()), str(local.resolve()), embedded=False)
@@ -103,7 +103,7 @@ def check_base_model(name: str | None) -> None:
         if not (paths.cache_dir() / _CACHE_NAME / "config.json").is_file():
             embedded_gguf()
         return
-    if Path(name).expanduser().exists():
+    if _exists(Path(name).expanduser()):
         resolve_base_model(name)
         return
     from huggingface_hub import constants, try_to_load_from_cache
@@ -129,6 +129,13 @@ def check_base_model(name: str | None) -> None:
             f"cannot load base model {name!r}: it is not in the HF cache and {endpoint} cannot be reached "
             f"(offline?); the embedded default works offline: --base-model {EMBEDDED}"
         )
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # e.g. a name too long for a file name (Python < 3.12 raises)
+        return False
 
 
 def _reachable(url: str, timeout: float = 5.0) -> bool:

@@ -849,12 +849,19 @@ def resolve_run(name: str) -> Path:
     """A run folder, given its path, its folder name under runs/, or an account (its latest run)."""
     path = Path(name).expanduser()
     for candidate in (path, paths.runs_dir() / name):
-        if candidate.is_dir():
+        if _is_dir(candidate):
             if not (candidate / RUN_FILE).is_file():
                 raise InputError(f"{candidate} is not a tweetlm run (no {RUN_FILE}): give a run folder or an account")
             read_run(candidate)
             return candidate
     return latest_run(name)
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a name too long for a file name is no folder (Python < 3.12 raises)
+        return False
 
 
 _WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")

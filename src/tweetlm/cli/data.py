@@ -29,7 +29,9 @@ def _input_hash(path: Path) -> str:
 
 @app.command("import", rich_help_panel="Data")
 def import_(
-    path: Path = typer.Argument(..., help="An X archive (.zip, folder or tweets.js), CSV, JSONL or text file."),
+    path: Path = typer.Argument(
+        ..., readable=False, help="An X archive (.zip, folder or tweets.js), CSV, JSONL or text file."
+    ),
     account: str | None = typer.Option(
         None, "--account", "-a", help="Account name to file the posts under (default: from the data)."
     ),

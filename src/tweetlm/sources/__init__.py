@@ -82,8 +82,11 @@ def check_path(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
             fh.read(1)
     except OSError as exc:
         raise InputError(f"{path} cannot be read ({exc.strerror}): check its permissions") from None
-    if path.suffix.lower() != ".zip" and path.stat().st_size > max_bytes:
-        raise InputError(f"{path} is over {max_bytes / 1024**2:g} MB: raise --max-size if it really is a file of posts")
+    if path.suffix.lower() != ".zip" and (size := path.stat().st_size) > max_bytes:
+        raise InputError(
+            f"{path} is {size:,} bytes, over the limit of {max_bytes:,}: raise --max-size (MB) if it really is "
+            "a file of posts"
+        )
 
 
 def too_long(where: str, chars: int | None = None) -> InputError:

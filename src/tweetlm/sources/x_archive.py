@@ -240,7 +240,7 @@ def _bomb(path: Path, name: str, info: zipfile.ZipInfo) -> InputError:
 
 def load_js(data: bytes, where: str) -> Any:
     """The JSON value of an archive file (`window.YTD.x.partN = <JSON>`; the manifest's
-    `window.__THAR_CONFIG = <JSON>`). A bare JSON array or object is read as it is."""
+    `window.__THAR_CONFIG = <JSON>`)."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -249,17 +249,16 @@ def load_js(data: bytes, where: str) -> Any:
             "download the archive again"
         ) from None
     head = _ASSIGNMENT.match(text)
-    if head is not None:
-        start = head.end()
-    elif (first := _NON_SPACE.search(text)) is not None and text[first.start()] in "[{":
-        start = first.start()
-    else:
-        found = text.lstrip()[:40].splitlines()[0] if text.strip() else "nothing but whitespace"
-        line = text.count("\n", 0, first.start()) + 1 if first is not None else 1
+    if head is None:
+        first = _NON_SPACE.search(text)
+        found = repr(text[first.start() :][:40].splitlines()[0]) if first else "nothing but whitespace"
+        line = text.count("\n", 0, first.start()) + 1 if first else 1
+        column = first.start() - text.rfind("\n", 0, first.start()) if first else 1
         raise SourceFormatError(
-            f"{where}:{line}:1: not an X archive file: expected 'window.YTD.tweets.part0 = [' at the start, "
-            f"found {found!r}"
+            f"{where}:{line}:{column}: not an X archive file: expected 'window.YTD.tweets.part0 = ' at the start, "
+            f"found {found}"
         )
+    start = head.end()
     if (value_at := _NON_SPACE.search(text, start)) is None:
         raise SourceFormatError(f"{where}: not an X archive file: nothing after the '=' assignment")
     try:
