@@ -877,7 +877,16 @@ CASES = [
         not_in_stderr=("--port",),
     ),
     Case("x-serve-needs-public", ("serve", "--host", "0.0.0.0"), r"add --public"),
-    Case("x-fetch-unknown-platform", ("fetch", "myspace", "tom"), r"myspace"),
+    Case("x-fetch-unknown-platform", ("fetch", "myspace", "tom"), r"unknown platform 'myspace'"),
+    Case("x-fetch-bluesky-empty-handle", ("fetch", "bluesky", ""), r"'' is not a Bluesky handle or DID"),
+    Case("x-fetch-mastodon-bad-handle", ("fetch", "mastodon", "@@"), r"'@@' is not a Mastodon account"),
+    Case("x-demo-output-in-proc", ("demo", "-o", "/proc/x"), r"--output /proc/x: cannot create a folder in /proc"),
+    Case("x-demo-output-exists", ("demo", "-o", "{tmp}"), r"already exists: choose another --output"),
+    Case("x-demo-zero-minutes", ("demo", "--minutes", "0"), r"max_minutes=0\.0: must be > 0"),
+    Case("x-sweep-zero-trials", ("sweep", "many", "--trials", "0"), r"--trials 0: must be >= 1"),
+    Case("x-sweep-space-missing", ("sweep", "many", "--space", "{tmp}/none.toml"), r"cannot read the space file"),
+    Case("x-sweep-uncurated", ("sweep", "five", "--trials", "1"), r"five has no curated dataset"),
+    Case("x-sweep-unknown-account", ("sweep", "nobody", "--trials", "1"), r"no posts for account 'nobody'"),
 ]
 
 
