@@ -1026,7 +1026,7 @@ def test_d10_interrupted_during_the_final_evaluation_finishes_the_run(tiny_model
 
     from transformers import TrainerCallback
 
-    from tests.test_train import add_account, tiny_config
+    from tests.conftest import add_account, tiny_config
     from tweetlm.train import train
 
     add_account("obama", sample_posts(200))
