@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tweetlm.errors import StoreError
+
 
 def home() -> Path:
     """The data directory (created on first use)."""
@@ -24,8 +26,6 @@ def home() -> Path:
 
 
 def _make_dir(path: Path, what: str) -> None:
-    from tweetlm.errors import StoreError
-
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
