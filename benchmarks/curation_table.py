@@ -45,7 +45,10 @@ def import_all(store: Any) -> list[str]:
         path = SHARED / relative
         source = resolve(path, None)
         result = store.import_posts(
-            source.read(path, ReadOptions(account=account)), source=source.name, path=str(path), file_hash=file_hash(path)
+            source.read(path, ReadOptions(account=account)),
+            source=source.name,
+            path=str(path),
+            file_hash=file_hash(path),
         )
         names += [a for a in result.accounts if a not in names] or [account or path.stem]
     return names
@@ -59,9 +62,28 @@ def language_mix(counts: Counter[str], top: int = 3) -> str:
     return ", ".join(shown)
 
 
-def curate(store: Any, account: str, examples: int) -> tuple[Any, Counter[str]]:
+# Rules that rewrite text rather than drop posts: the table counts the kept posts each one changed
+# (those whose text differs when it alone is switched off).
+REWRITERS = ("fix-text", "quoted", "leftovers")
+
+
+def changed(store: Any, account: str, kept: dict[str, str]) -> dict[str, int]:
+    from tweetlm.curate import CurateConfig, curate_posts
+
+    if not hasattr(CurateConfig, "without"):  # before these rules could be switched off by name
+        return {}
+    counts = {}
+    for rule in REWRITERS:
+        other = {
+            p.post_id: p.text for p in curate_posts(store.iter_posts(account), CurateConfig().without([rule])).posts
+        }
+        counts[rule] = sum(1 for post_id, text in kept.items() if post_id in other and other[post_id] != text)
+    return counts
+
+
+def curate(store: Any, account: str, examples: int) -> tuple[Any, Counter[str], dict[str, int]]:
     """The default rules on one account; the language mix of the kept posts (the report's when it has one,
-    else the platform's `lang` field, "?" where there is none)."""
+    else the platform's `lang` field, "?" where there is none); the posts each rewriting rule changed."""
     from tweetlm.curate import CurateConfig, curate_posts
 
     langs: dict[str, str] = {}
@@ -74,7 +96,7 @@ def curate(store: Any, account: str, examples: int) -> tuple[Any, Counter[str]]:
     result = curate_posts(posts(), CurateConfig(), examples=max(examples, 1))
     mix = getattr(result.report, "languages", None)
     counts = Counter(mix) if mix else Counter(langs[p.post_id] for p in result.posts)
-    return result.report, counts
+    return result.report, counts, changed(store, account, {p.post_id: p.text for p in result.posts})
 
 
 def table(store: Any, accounts: list[str], examples: int) -> str:
@@ -82,22 +104,26 @@ def table(store: Any, accounts: list[str], examples: int) -> str:
 
     reports = {a: curate(store, a, examples) for a in accounts}
     keys: list[str] = []
-    for report, _ in reports.values():
+    for report, *_ in reports.values():
         keys += [k for k, _ in report.rows() if k not in keys]
     lines = ["| rule | " + " | ".join(accounts) + " |", "|---" * (len(accounts) + 1) + "|"]
     for key in keys:
         cells = []
-        for report, _ in reports.values():
+        for report, *_ in reports.values():
             count = dict(report.rows()).get(key)
             share = f" ({100 * count / max(report.downloaded, 1):.0f}%)" if count and key != "downloaded" else ""
             cells.append("-" if count is None else f"{count}{share}")
         label = f"**{REPORT_LABELS.get(key, key)}**" if key == "kept" else REPORT_LABELS.get(key, key)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines.append("| language mix kept | " + " | ".join(language_mix(c) for _, c in reports.values()) + " |")
+    lines.append("| language mix kept | " + " | ".join(language_mix(c) for _, c, _ in reports.values()) + " |")
+    for rule in REWRITERS:
+        if any(rule in counts for *_, counts in reports.values()):
+            cells = [str(counts.get(rule, "-")) for *_, counts in reports.values()]
+            lines.append(f"| kept posts changed by {rule} | " + " | ".join(cells) + " |")
     out = "\n".join(lines)
     if examples:
         out += "\n"
-        for account, (report, _) in reports.items():
+        for account, (report, *_) in reports.items():
             for key, texts in report.examples.items():
                 for text in texts[:examples]:
                     out += f"\n- {account} / {REPORT_LABELS.get(key, key)}: {text[:120]!r}"
