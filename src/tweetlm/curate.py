@@ -216,6 +216,20 @@ class CurationReport:
         return report
 
 
+def mixed_languages(dataset: Dataset) -> str | None:
+    """A warning when a dataset's kept posts mix languages (a second one holds 20% or more), naming --lang."""
+    if dataset.rules.get("lang"):
+        return None
+    report = CurationReport.from_dict(dataset.report)
+    if not report.is_mixed():
+        return None
+    top = max((kv for kv in report.languages.items() if kv[0] != "?"), key=lambda kv: kv[1])[0]
+    return (
+        f"@{dataset.account}'s curated posts mix languages ({report.language_mix()}): one model then learns "
+        f"several voices; to train on one, run `tweetlm curate {dataset.account} --lang {top}` first"
+    )
+
+
 def _unescape(text: str) -> str:
     # Until nothing changes: "&amp;lt;" is "<" published twice-escaped.
     while (unescaped := html.unescape(text)) != text:
@@ -373,7 +387,7 @@ def iter_curated(
         if config.lang and lang and lang != config.lang:
             report.drop("language", text, examples)
             continue
-        if config.drop_garbled and config.fix_text and undecided(text):
+        if config.drop_garbled and config.fix_text and undecided(post.text):
             report.drop("garbled", text, examples)
             continue
         if word_count(text, config.count_by_script) < config.min_words:

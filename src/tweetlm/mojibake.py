@@ -96,39 +96,42 @@ def readings(chunk: str, layers: int) -> frozenset[str]:
     return frozenset(found)
 
 
-def _needs_help(chunk: str, layers: int) -> bool:
-    """Non-ASCII chunks ("_" may stand for a lost byte after the lead); with one layer only those ftfy cannot
-    repair on its own, with a lost or passed-through byte."""
-    if chunk[0] == LOST_MARK or any(c.isascii() and c != LOST_MARK for c in chunk):
-        return False
-    if layers == 2:  # a chunk that starts like one layer of mojibake ("â€ù") is read as one
-        return not any(_length(b) for b in ONE_LAYER.get(chunk[0], ()))
-    return any(c == LOST_MARK or c in PASSED for c in chunk)
+def _candidate(chunk: str) -> bool:
+    """Non-ASCII, except that "_" may stand for a lost byte after the lead."""
+    return chunk[0] != LOST_MARK and not any(c.isascii() and c != LOST_MARK for c in chunk)
 
 
 PASSED = frozenset(_decode(b, "mac_roman") for b in UNDEFINED)  # Å ç è ê ù: bytes that passed through
 
 
 def _scan(text: str) -> tuple[str, int]:
-    """`text` with every decidable sequence repaired, and how many undecidable ones it still holds.
+    """`text` with every decidable sequence repaired, and how many undecidable ones it holds.
 
-    Left to right, so a sequence is read from its lead: "â€ù" as one layer, never "€ù" as two.
+    Left to right, so a sequence is read from its lead: "â€ù" as one layer, never "€ù" as two. A
+    chunk that reads differently under one layer and under two is undecidable. One that only one layer
+    explains, without a lost or passed-through byte, is left to ftfy, which fixes it with more care.
     """
     out: list[str] = []
     undecided = 0
     i = 0
     while i < len(text):
-        for size, layers in itertools.product((4, 3, 2), (1, 2)):
+        for size in (4, 3, 2):
             chunk = text[i : i + size]
-            if len(chunk) < size or not _needs_help(chunk, layers):
+            if len(chunk) < size or not _candidate(chunk):
                 continue
-            found = readings(chunk, layers)
+            one, two = readings(chunk, 1), readings(chunk, 2)
+            found = one | two
+            if not found:
+                continue
             if len(found) == 1 or PREFERRED in found:
-                out.append(next(iter(found)) if len(found) == 1 else PREFERRED)
+                plain = not two and not any(c == LOST_MARK or c in PASSED for c in chunk)
+                out.append(chunk if plain else next(iter(found)) if len(found) == 1 else PREFERRED)
                 i += size
                 break
-            if found and size > 2:  # a two-byte reading of "é_" is as likely a name as mojibake
-                undecided += 1
+            undecided += size > 2  # a two-byte reading of "é_" is as likely a name as mojibake
+            out.append(text[i])
+            i += 1
+            break
         else:
             out.append(text[i])
             i += 1
@@ -138,9 +141,11 @@ def _scan(text: str) -> tuple[str, int]:
 def repair(text: str) -> str:
     """Repair the two-layer sequences, then the one-layer ones with a lost or passed-through byte, then
     whatever ftfy's usual fixes find."""
-    return ftfy.fix_text(_scan(text)[0], unescape_html=True)
+    # Full-width punctuation stays: "，" and "！" are how Chinese and Japanese are written.
+    return ftfy.fix_text(_scan(text)[0], unescape_html=True, fix_character_width=False)
 
 
 def undecided(text: str) -> int:
-    """How many sequences in (repaired) `text` still read as mojibake with more than one possible meaning."""
+    """How many sequences of `text` (as published: repair may hide them) read as mojibake of more than one
+    character of three or four bytes."""
     return _scan(text)[1]

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tweetlm import __version__, paths
-from tweetlm.curate import CurateConfig, curate_account
+from tweetlm.curate import CurateConfig, curate_account, mixed_languages
 from tweetlm.dataset import (
     EpochBatches,
     PostDataset,
@@ -210,6 +210,8 @@ def load_datasets(store: Store, accounts: tuple[str, ...], on_event: EventHandle
         if dataset is None:
             dataset, report = curate_account(store, account, CurateConfig())
             on_event({"type": "curated", "account": account, "report": report.to_dict(), "hash": dataset.hash})
+        if warning := mixed_languages(dataset):
+            log.warning(warning)
         datasets[account] = dataset
     if len(set(datasets)) != len(accounts):
         raise InputError("an account is named twice")
