@@ -19,7 +19,6 @@ from typing import Any
 
 from tweetlm import langid
 from tweetlm.errors import InputError, NoDataError
-from tweetlm.mojibake import repair, undecided
 from tweetlm.records import Kind, Post
 from tweetlm.store import CuratedPost, Dataset, Store
 
@@ -243,7 +242,18 @@ def repair_text(text: str) -> str:
 
 
 def _repair(text: str) -> str:
+    from tweetlm.mojibake import repair  # ftfy: imported when a post needs it
+
     return _unescape(repair(text))
+
+
+def undecided(text: str) -> int:
+    """Sequences of `text` that read as mojibake of more than one character (see tweetlm.mojibake)."""
+    if PLAIN_RE.fullmatch(text):
+        return 0
+    from tweetlm.mojibake import undecided as count
+
+    return count(text)
 
 
 def collapse_whitespace(text: str, keep_newlines: bool) -> str:

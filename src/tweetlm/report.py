@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tweetlm.card import SHORT_LABEL
-from tweetlm.curate import REPORT_LABELS, RULES
+from tweetlm.curate import REPORT_LABELS, RULES, CurationReport
 from tweetlm.errors import InputError
 from tweetlm.evaluate import read_eval, table_rows, voice_summary
 from tweetlm.tracking import SAMPLES_FILE
@@ -197,6 +197,7 @@ def _curation(run: dict[str, Any]) -> str:
         ]
         if key in ("downloaded", "kept") or any(values):
             rows.append((REPORT_LABELS.get(key, key), *values))
+    rows.append(("languages kept", *(CurationReport.from_dict(datasets[a]["report"]).language_mix() for a in accounts)))
     rows.append(
         (
             "training / validation posts",

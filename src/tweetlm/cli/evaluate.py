@@ -22,6 +22,12 @@ def eval_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of sampling, subsampling and the classifier (recorded)."),
     copy_run: int = typer.Option(8, "--copy-run", help="Shared words in a row that make a near copy."),
     max_new_tokens: int = typer.Option(96, "--max-new-tokens", help="Tokens to sample per post at most."),
+    min_other: int = typer.Option(
+        3, "--min-other-accounts", min=0, help="Other accounts the voice check needs in the store to contrast with."
+    ),
+    contrast_run: str | None = typer.Option(
+        None, "--contrast-run", help="A run fine-tuned on another account: how much of its output is attributed."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print eval.json instead of the table."),
 ) -> None:
     """Measure a run against its untouched base model: validation loss, copying, diversity, shape, voice.
@@ -33,11 +39,23 @@ def eval_cmd(
       tweetlm eval BarackObama
 
       tweetlm eval BarackObama -n 200 --seed 1 --json
+
+      tweetlm eval BarackObama --contrast-run alrocar   # a model of another account: should not sound like Obama
+
+    The voice check needs at least 3 other accounts in the store (--min-other-accounts): against a single
+    one, telling the account apart is too easy to mean anything.
     """
     from tweetlm.evaluate import EvalConfig, evaluate_run
     from tweetlm.train import resolve_run
 
-    config = EvalConfig(n=n, seed=seed, copy_run=copy_run, max_new_tokens=max_new_tokens)
+    config = EvalConfig(
+        n=n,
+        seed=seed,
+        copy_run=copy_run,
+        max_new_tokens=max_new_tokens,
+        min_other_accounts=min_other,
+        contrast_run=contrast_run,
+    )
     run_dir = resolve_run(run)
     with console.status("evaluating") as status:
         result = evaluate_run(run_dir, config, progress=lambda message: status.update(message))
