@@ -384,7 +384,8 @@ def iter_curated(
             report.drop("quotes", post.text, examples)
             continue
         if config.drop_automated and (app := automated(post)):
-            report.drop("automated", f"[{app}] {post.text}", examples)
+            shown = any(e.startswith(f"[{app}] ") for e in report.examples["automated"])
+            report.drop("automated", f"[{app}] {post.text}", 0 if shown else examples)  # one example an app
             continue
         text = clean_text(post.text, config)
         if config.drop_retweets and config.cut_quoted and not word_count(text) and QUOTED_RE.search(post.text):

@@ -1,9 +1,9 @@
 """Language of a post: the platform's `lang` field when it names one, else py3langid on the cleaned text.
 
 py3langid (a maintained fork of langid.py, 97 languages, ISO 639-1 codes) was chosen over
-lingua-language-detector on the six shared X archives, scored against X's own `lang` field on 7,679
-curated posts: 95.6% agreement at 0.08 ms a post (1.4 s to load) against lingua's 93.0% at 3.3 ms a
-post (12 s to load, all languages preloaded). `benchmarks/language_id.py` measures both.
+lingua-language-detector on the six shared X archives, scored against X's own `lang` field on 7,306
+curated posts: 95.9% agreement against lingua's 93.4%, 40-100 times faster per post and quicker to load
+(docs/curation.md; `benchmarks/language_id.py` measures both).
 """
 
 from __future__ import annotations
