@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test install lint clean
+.PHONY: demo test test-fast install lint clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +25,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest
 
+# The inner loop: no real model, no large data, no browser, no PostgreSQL (CI runs everything).
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not slow and not integration and not browser and not postgres"
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -465,21 +465,25 @@ def bench_callback(
 def run_tweetlm(
     variant: Variant, result: Result, evaluate: Evaluator, marks: list[float], epochs: float, minutes: float | None
 ) -> Path | None:
-    from tweetlm.train import TrainConfig, train
+    from tweetlm.events import Event, Started
+    from tweetlm.train import TrainConfig, train, train_trial
 
     config = TrainConfig(accounts=(ACCOUNT,), report_to="none", epochs=epochs, **variant.overrides)
     t0 = time.perf_counter()
     callback = bench_callback(result, evaluate, marks, t0, variant.name, minutes)
 
-    def on_event(event: dict[str, Any]) -> None:
-        if event["type"] == "start":
-            result.tokens_per_epoch = int(event["tokens_per_epoch"])
+    def on_event(event: Event) -> None:
+        if isinstance(event, Started):
+            result.tokens_per_epoch = event.tokens_per_epoch
 
-    save = variant.name == "default"  # the default runs as a user runs it, run folder included
-    run = train(config, on_event=on_event, callbacks=[callback], save_model=save)
+    run_dir = None
+    if variant.name == "default":  # the default runs as a user runs it, run folder included
+        run_dir = train(config, on_event=on_event, callbacks=[callback]).run_dir
+    else:
+        train_trial(config, on_event=on_event, callbacks=[callback])
     result.wall_s = time.perf_counter() - t0
     result.flops_per_token = _flops(config)
-    return run.run_dir
+    return run_dir
 
 
 def _flops(config: Any) -> float:
@@ -656,7 +660,7 @@ def machine() -> str:
     import torch
     import transformers
 
-    from tweetlm.train import bf16_supported
+    from tweetlm.models import bf16_supported
 
     cpu = platform.processor() or platform.machine()
     try:

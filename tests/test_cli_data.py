@@ -39,6 +39,7 @@ def store_digest() -> str:
     return hashlib.sha256(json.dumps(rows, default=str).encode()).hexdigest()
 
 
+@pytest.mark.shared
 def test_obama_csv_import_curate_and_reimport() -> None:
     first = tweetlm("import", OBAMA_CSV, "--account", "BarackObama")
     assert first.returncode == 0, first.stderr
@@ -72,6 +73,7 @@ def _csv_texts() -> list[str]:
     return [row["text"] for row in csv.DictReader(io.StringIO(raw, newline=""))]
 
 
+@pytest.mark.shared
 def test_archive_zip_imports_28_posts_with_kinds(tmp_path: Path) -> None:
     archive = build_archive_zip(tmp_path)
     out = tweetlm("import", archive)
@@ -104,6 +106,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str | Path], str]]:
     }
 
 
+@pytest.mark.shared
 @pytest.mark.parametrize(
     "case",
     [
@@ -145,7 +148,15 @@ def test_nothing_left_after_curation_names_the_rule(tmp_path: Path) -> None:
 
 
 def test_help_lists_commands_with_examples() -> None:
-    out = tweetlm("--help")
-    for command in ("import", "accounts", "curate", "show", "train", "generate", "demo"):
-        assert command in out.stdout
-    assert "Examples" in tweetlm("import", "--help").stdout
+    import typer
+
+    from tweetlm.cli import app
+
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    expected = {"import", "accounts", "curate", "show", "fetch", "train", "generate", "demo", "eval", "compare"}
+    expected |= {"report", "dashboard", "sweep", "sweep-report", "serve"}
+    assert set(commands) == expected
+    listed = tweetlm("--help").stdout.split("Quick start", 1)[1].split("Options", 1)[1]  # the command table
+    for name, command in commands.items():
+        assert f" {name} " in listed, name
+        assert "Example" in (command.help or ""), f"{name} --help has no example"

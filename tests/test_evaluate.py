@@ -13,13 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from tests.conftest import ARCHIVE_SAMPLE, OBAMA_CSV, sample_posts
-from tests.test_train import add_account, tiny_config
+from tests.conftest import ARCHIVE_SAMPLE, OBAMA_CSV, add_account, sample_posts, tiny_config
 from tweetlm.copies import CopyIndex, _longest_common_run, words
 from tweetlm.curate import CurateConfig, curate_account
 from tweetlm.errors import InputError
 from tweetlm.evaluate import (
-    EVAL_FILE,
     Embedder,
     EvalConfig,
     copying,
@@ -31,6 +29,7 @@ from tweetlm.evaluate import (
     table_rows,
     voice_check,
 )
+from tweetlm.runs import EVAL_FILE
 from tweetlm.store import Store
 from tweetlm.train import train
 
@@ -88,9 +87,9 @@ def test_longest_run_matches_comparing_every_training_post(posts: list[list[str]
 
 
 def test_eval_config_checks_its_numbers() -> None:
-    with pytest.raises(InputError, match="-n 1"):
+    with pytest.raises(InputError, match="n=1"):
         EvalConfig(n=1)
-    with pytest.raises(InputError, match="copy-run"):
+    with pytest.raises(InputError, match="copy_run"):
         EvalConfig(copy_run=1)
 
 
@@ -119,6 +118,7 @@ def _import_real_accounts() -> dict[str, list[str]]:
     return texts
 
 
+@pytest.mark.shared
 def test_voice_classifier_tells_two_real_accounts_apart(embedder: Embedder) -> None:
     texts = _import_real_accounts()
     obama, dark = texts["BarackObama"], texts["darkliquid"]

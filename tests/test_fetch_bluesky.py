@@ -5,60 +5,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 from pytest_httpserver import HTTPServer
-from werkzeug import Request, Response
 
+from tests.conftest import CURSOR_2, CURSOR_3, DID, FEED, HANDLE, Replay, as_json
 from tweetlm.errors import FetchError
 from tweetlm.records import Kind, Post, Url
 from tweetlm.sources.online.fetch import FetchOptions, FetchSummary, fetch, open_source
 from tweetlm.sources.online.http import RetryPolicy
 from tweetlm.store import Store
 
-RECORDINGS = Path(__file__).parent / "recordings" / "bluesky"
-FEED = "/xrpc/app.bsky.feed.getAuthorFeed"
-HANDLE = "ada.example.social"
-DID = "did:plc:a3dvk2zq6x4mbc7nelwqyi5h"
-CURSOR_2 = "2024-05-11T21:15:42.5Z"
-CURSOR_3 = "2024-05-09T08:00:00.000Z"
 FAST = RetryPolicy(timeout=5.0, retries=2, backoff=0.001, max_backoff=0.01, rate_limit_waits=2, max_rate_wait=5.0)
 
 
 def uri(rkey: str) -> str:
     return f"at://{DID}/app.bsky.feed.post/{rkey}"
-
-
-def as_json(name: str, status: int = 200) -> Response:
-    body = (RECORDINGS / f"{name}.json").read_text(encoding="utf-8")
-    return Response(body, status=status, content_type="application/json")
-
-
-@dataclass
-class Replay:
-    newer: bool = False
-    cut_at: str | None = None  # the cursor whose page the server breaks off
-    ignore_filter: bool = False
-
-    def feed(self, request: Request) -> Response:
-        args = request.args
-        if args.get("actor") not in (HANDLE, DID):
-            return as_json("profile_not_found", 400)
-        cursor = args.get("cursor")
-        if cursor is not None and cursor == self.cut_at:
-            broken = Response('{"feed": [', content_type="application/json")
-            broken.headers["Content-Length"] = "4096"
-            return broken
-        if self.ignore_filter or args.get("filter") == "posts_with_replies":
-            return as_json("feed_with_replies")
-        if cursor == CURSOR_2:
-            return as_json("feed_page2")
-        if cursor == CURSOR_3:
-            return as_json("feed_page3")
-        return as_json("feed_newer" if self.newer else "feed_page1")
 
 
 @pytest.fixture

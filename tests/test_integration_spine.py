@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import sample_posts
-from tests.test_train import add_account
+from tests.conftest import add_account, sample_posts
 from tweetlm.train import TrainConfig, train
 
 pytestmark = pytest.mark.integration
@@ -19,20 +18,19 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def smol_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("smol_home")
-    os.environ["TWEETLM_HOME"] = str(home)  # the autouse fixture resets it per test; the run stays here
-    add_account("obama", sample_posts(110))
-    config = TrainConfig(accounts=("obama",), epochs=1, max_steps=6, batch_size=16, report_to="none")
-    result = train(config, output=home / "run")
-    assert result.run_dir is not None
-    return result.run_dir
+    with pytest.MonkeyPatch.context() as env:  # module-scoped: the per-test TWEETLM_HOME is not set yet
+        env.setenv("TWEETLM_HOME", str(home))
+        add_account("obama", sample_posts(110))
+        config = TrainConfig(accounts=("obama",), epochs=1, max_steps=6, batch_size=16, report_to="none")
+        return train(config, output=home / "run").run_dir
 
 
 def test_one_short_epoch_beats_the_base_model(smol_run: Path) -> None:
-    from tweetlm.train import read_run
+    from tweetlm.runs import RunFolder
 
-    metrics = read_run(smol_run)["metrics"]
-    assert metrics["eval_loss_after"] < metrics["eval_loss_before"]
-    assert read_run(smol_run)["eos_token"] == "<|im_end|>"
+    run = RunFolder(smol_run).read()
+    assert run.metrics.eval_loss_after < run.metrics.eval_loss_before
+    assert run.eos_token == "<|im_end|>"
 
 
 def test_pipeline_loads_the_run_folder(smol_run: Path) -> None:

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import sample_posts
-from tests.test_train import add_account, tiny_config
+from tests.conftest import add_account, sample_posts, tiny_config
 from tweetlm.cli import app
 from tweetlm.errors import InputError
 from tweetlm.evaluate import EvalConfig, evaluate_run

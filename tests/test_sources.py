@@ -67,6 +67,7 @@ def test_resolve_by_file_type(tmp_path: Path, name: str, source: str) -> None:
 # ------------------------------------------------------------------------------------------- CSV
 
 
+@pytest.mark.shared
 @pytest.mark.slow
 def test_obama_csv(caplog: pytest.LogCaptureFixture) -> None:
     raw = OBAMA_CSV.read_bytes()
@@ -88,6 +89,7 @@ def test_obama_csv(caplog: pytest.LogCaptureFixture) -> None:
     assert posts[0].raw == rows[0]
 
 
+@pytest.mark.shared
 def test_obama_csv_with_explicit_utf8_fails_with_the_line() -> None:
     raw = OBAMA_CSV.read_bytes()
     with pytest.raises(UnicodeDecodeError) as bad:

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import sample_posts
-from tests.test_train import add_account, tiny_config
+from tests.conftest import add_account, sample_posts, tiny_config
 from tweetlm.dataset import EpochBatches, collate, encode_posts, pack
 from tweetlm.errors import InputError
-from tweetlm.train import RUN_FILE, TrainConfig, bf16_supported, freeze_lower_layers, read_run, train
+from tweetlm.events import Event, Started, Step
+from tweetlm.models import bf16_supported
+from tweetlm.runs import RUN_FILE, RunFolder
+from tweetlm.train import TrainConfig, freeze_lower_layers, train, train_trial
 
 needs_bf16 = pytest.mark.skipif(not bf16_supported(), reason="no bf16 support on this machine")
 
@@ -115,32 +117,32 @@ def test_bf16_run_resumes_from_its_master_weights_and_saves_the_usual_fp32_folde
 
     add_account("obama", sample_posts(200))
 
-    def press_ctrl_c(event: dict[str, object]) -> None:
-        if event["type"] == "step" and event["step"] == 3:
+    def press_ctrl_c(event: Event) -> None:
+        if isinstance(event, Step) and event.step == 3:
             os.kill(os.getpid(), signal.SIGINT)
 
     config = tiny_config(tiny_model, precision="bf16", batch_tokens=1024)
     with pytest.raises(TrainingInterrupted):
         train(config, on_event=press_ctrl_c)
-    events: list[dict[str, object]] = []
+    events: list[Event] = []
     result = train(config, resume=True, on_event=events.append)  # loads the optimizer state, masters included
-    assert next(e for e in events if e["type"] == "start")["step"] == 4
-    assert result.metrics["eval_loss_after"] < result.metrics["eval_loss_before"] - 0.3
-    meta = read_run(result.run_dir)
-    assert meta["precision"] == "bf16" and meta["config"]["batch_tokens"] == 1024
+    assert next(e for e in events if isinstance(e, Started)).step == 4
+    assert result.metrics.eval_loss_after < result.metrics.eval_loss_before - 0.3
+    meta = RunFolder(result.run_dir).read()
+    assert meta.precision == "bf16" and meta.config["batch_tokens"] == 1024
     with safe_open(str(result.run_dir / "model.safetensors"), "pt") as weights:
         assert {weights.get_slice(k).get_dtype() for k in weights.keys()} == {"F32"}  # noqa: SIM118 (safe_open is not iterable)
 
 
 def test_token_batches_and_packing_train(tiny_model: Path) -> None:
     add_account("obama", sample_posts(200))
-    events: list[dict[str, object]] = []
+    events: list[Event] = []
     config = tiny_config(tiny_model, batch_tokens=1024, packing=True, epochs=1)
-    result = train(config, save_model=False, on_event=events.append)
-    start = next(e for e in events if e["type"] == "start")
-    assert start["steps_per_epoch"] == math.ceil(start["tokens_per_epoch"] / 1024)  # type: ignore[operator]
-    assert result.metrics["steps"] == start["steps_per_epoch"]
-    assert result.metrics["eval_loss_after"] < result.metrics["eval_loss_before"] - 0.3
+    metrics = train_trial(config, on_event=events.append)
+    start = next(e for e in events if isinstance(e, Started))
+    assert start.steps_per_epoch == math.ceil(start.tokens_per_epoch / 1024)  # type: ignore[operator]
+    assert metrics.steps == start.steps_per_epoch
+    assert metrics.eval_loss_after < metrics.eval_loss_before - 0.3
 
 
 def test_frozen_layers_stop_the_backward_pass_but_train_a_tied_head(tiny_model: Path) -> None:
@@ -175,8 +177,8 @@ def test_lora_trains_adapters_and_saves_a_merged_plain_model(tiny_model: Path) -
     result = train(config)
     run = result.run_dir
     assert (run / RUN_FILE).is_file() and not (run / "adapter_config.json").exists()
-    assert result.metrics["trainable_parameters"] < 5000  # adapters on the upper layer only
-    assert result.metrics["eval_loss_after"] < result.metrics["eval_loss_before"]
+    assert result.metrics.trainable_parameters < 5000  # adapters on the upper layer only
+    assert result.metrics.eval_loss_after < result.metrics.eval_loss_before
     base = AutoModelForCausalLM.from_pretrained(tiny_model)
     tuned = AutoModelForCausalLM.from_pretrained(run)
     assert type(tuned) is type(base)
@@ -199,24 +201,61 @@ def test_bad_speed_options_name_the_field() -> None:
             TrainConfig(accounts=("a",), **values)  # type: ignore[arg-type]
 
 
-def test_train_command_has_the_speed_flags() -> None:
+# A value other than the default for every TrainConfig option, as given on the command line.
+NOT_DEFAULTS: dict[str, tuple[list[str], object]] = {
+    "base_model": (["--base-model", "gpt2"], "gpt2"),
+    "epochs": (["--epochs", "2.5"], 2.5),
+    "learning_rate": (["--lr", "0.001"], 0.001),
+    "scheduler": (["--scheduler", "linear"], "linear"),
+    "warmup": (["--warmup", "0.1"], 0.1),
+    "grad_accum": (["--grad-accum", "2"], 2),
+    "batch_size": (["-b", "8"], 8),
+    "max_length": (["--max-length", "64"], 64),
+    "weight_decay": (["--weight-decay", "0.01"], 0.01),
+    "precision": (["--precision", "fp32"], "fp32"),
+    "group_by_length": (["--no-group-by-length"], False),
+    "freeze_layers": (["--freeze-layers", "1"], 1),
+    "seed": (["--seed", "7"], 7),
+    "max_steps": (["--max-steps", "5"], 5),
+    "max_minutes": (["--max-minutes", "1.5"], 1.5),
+    "report_to": (["--report-to", "none"], "none"),
+    "keep_checkpoints": (["--keep-checkpoints"], True),
+    "batch_tokens": (["--batch-tokens", "128"], 128),
+    "packing": (["--packing"], True),
+    "lora_rank": (["--lora-rank", "4"], 4),
+    "lora_alpha": (["--lora-alpha", "16"], 16.0),
+    "lora_learning_rate": (["--lora-lr", "0.002"], 0.002),
+    "threads": (["--threads", "1"], 1),
+    "compile": (["--compile"], True),
+    "attention": (["--attention", "sdpa"], "sdpa"),
+    "freeze_embeddings": (["--freeze-embeddings"], True),  # not with LoRA: its own run below
+}
+
+
+def test_every_train_option_reaches_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
+    import tweetlm.train
     from tweetlm.cli import app
+    from tweetlm.options import defaults
 
-    out = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
-    for flag in (
-        "--batch-tokens",
-        "--packing",
-        "--freeze-embeddings",
-        "--lora-rank",
-        "--lora-alpha",
-        "--lora-lr",
-        "--threads",
-        "--compile",
-        "--attention",
-    ):
-        assert flag in out, flag
+    assert set(NOT_DEFAULTS) == set(defaults(TrainConfig))  # a new option is checked here too
+    seen: list[TrainConfig] = []
+
+    def record(config: TrainConfig, **kw: object) -> None:
+        seen.append(config)
+        raise SystemExit(0)  # the config is what this test is about, not a training
+
+    monkeypatch.setattr(tweetlm.train, "train", record)
+    alone = {"freeze_embeddings"}
+    for names in (set(NOT_DEFAULTS) - alone, alone):
+        args = [arg for name in sorted(names) for arg in NOT_DEFAULTS[name][0]]
+        result = CliRunner().invoke(app, ["train", "obama", *args])
+        assert result.exit_code == 0, result.output
+        config = seen[-1]
+        for name in names:
+            assert getattr(config, name) == NOT_DEFAULTS[name][1] != defaults(TrainConfig)[name], name
+        assert config.accounts == ("obama",)
 
 
 def test_fast_top_p_keeps_exactly_what_transformers_keeps() -> None:
@@ -239,7 +278,8 @@ def test_stopping_past_max_chars_changes_no_post(tiny_model: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tweetlm.generate import PastMaxChars, TopP, cut
+    from tweetlm.generate import PastMaxChars, TopP
+    from tweetlm.sampling import cut
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
@@ -294,10 +334,9 @@ def test_fast_trains_one_epoch_at_its_rate_unless_the_command_line_says_otherwis
 
     from typer.testing import CliRunner
 
-    from tests.conftest import sample_posts
-    from tests.test_train import add_account
+    from tests.conftest import add_account, sample_posts
     from tweetlm.cli import app
-    from tweetlm.train import FAST, RUN_FILE
+    from tweetlm.train import FAST
 
     add_account("obama", sample_posts(60))
     common = ["train", "obama", "-m", str(tiny_model), "--precision", "fp32", "--report-to", "none", "--max-steps", "1"]

@@ -12,28 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import sample_posts
-from tests.test_train import add_account
+from tests.conftest import SPACE_TOML, add_account, sample_posts, two_accounts
 from tweetlm.errors import InputError
+from tweetlm.events import Event, TrainingAccount
 from tweetlm.sweep import SearchSpace, SweepConfig, load_study, mask_url, param_importances, run_sweep
-from tweetlm.train import TrainConfig
+from tweetlm.train import TrainConfig, train_trial
 
 optuna = pytest.importorskip("optuna")
-
-# Quick trials: one epoch of at most 2 steps, a little data, a search space small enough to vary.
-SPACE_TOML = """
-epochs = 1
-grad_accum = [1]
-warmup = [0.0, 0.1]
-scheduler = ["constant", "cosine"]
-learning_rate = { low = 1e-4, high = 3e-3, log = true }
-"""
-
-
-def two_accounts() -> None:
-    texts = sample_posts(240)
-    add_account("alice", texts[:60])
-    add_account("bob", texts[60:120])
 
 
 def space_file(tmp_path: Path, text: str = SPACE_TOML, name: str = "space.toml") -> Path:
@@ -228,8 +213,8 @@ def test_a_stopped_trial_is_requeued_and_the_next_run_retries_it(tiny_model: Pat
     two_accounts()
     stop = threading.Event()
 
-    def on_event(event: dict[str, object]) -> None:
-        if event["type"] == "account":
+    def on_event(event: Event) -> None:
+        if isinstance(event, TrainingAccount):
             stop.set()  # like Ctrl-C, or the --max-minutes deadline, in the middle of a trial
 
     config = sweep_config(tiny_model, tmp_path, n_trials=1)
@@ -262,20 +247,19 @@ def test_max_minutes_bounds_the_whole_sweep(tiny_model: Path, tmp_path: Path) ->
 
 
 def test_pruning_callback_reports_the_running_objective_per_epoch_and_stops_training(tiny_model: Path) -> None:
-    from tweetlm.sweep import _pruning_callback
-    from tweetlm.train import train
+    from tweetlm.sweep import pruning_callback
 
     add_account("alice", sample_posts(60))
     study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=0.0))  # prunes at the first report
     trial = study.ask()
-    callback = _pruning_callback(trial, step0=10, max_epochs=10, done=[4.0])
+    callback = pruning_callback(trial, step0=10, max_epochs=10, done=[4.0])
     config = TrainConfig(
         accounts=("alice",), base_model=str(tiny_model), epochs=3, max_length=64, precision="fp32", report_to="none"
     )
-    result = train(config, save_model=False, callbacks=[callback])
+    metrics = train_trial(config, callbacks=[callback])
     assert callback.pruned
-    assert result.metrics["epochs_completed"] == pytest.approx(1.0)  # stopped after the first epoch
-    first_epoch = next(h["eval_loss"] for h in result.metrics["history"] if "eval_loss" in h and h["step"] > 0)
+    assert metrics.epochs_completed == pytest.approx(1.0)  # stopped after the first epoch
+    first_epoch = metrics.evaluations(trained_only=True)[0]["eval_loss"]
     frozen = study.trials[0]
     assert list(frozen.intermediate_values) == [10]  # account 1 of a 10-epoch space, epoch 1
     assert frozen.intermediate_values[10] == pytest.approx(

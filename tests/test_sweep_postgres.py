@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import SPACE_TOML, two_accounts
 from tests.pg import INSTALL_HINT, PostgresServer, find_bin_dir
-from tests.test_sweep import SPACE_TOML, two_accounts
 from tweetlm.errors import InputError
 from tweetlm.sweep import SearchSpace, load_study
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, sample_posts
-from tests.test_train import add_account, tiny_config
+from tests.conftest import REPO, add_account, sample_posts, tiny_config
 from tweetlm.errors import InputError
+from tweetlm.runs import RUN_FILE, RunFolder
 from tweetlm.tracking import PROMPTS, SAMPLES_FILE, parse_report_to, tracker_args
-from tweetlm.train import RUN_FILE, TrainConfig, read_run, train
+from tweetlm.train import TrainConfig, train
 
 READ_BACK = """
 import json, sys
@@ -34,9 +34,9 @@ json.dump(tracked, sys.stdout, default=str)
 def test_report_to_is_none_or_known_trackers() -> None:
     assert parse_report_to("none") == []
     assert parse_report_to("trackio, wandb,trackio") == ["trackio", "wandb"]
-    with pytest.raises(InputError, match="--report-to 'comet'"):
+    with pytest.raises(InputError, match="report_to='comet'"):
         parse_report_to("comet")
-    with pytest.raises(InputError, match="--report-to"):
+    with pytest.raises(InputError, match="report_to"):
         TrainConfig(accounts=("a",), report_to="none,trackio")
     assert TrainConfig(accounts=("a",)).report_to == "trackio"  # tracked unless told otherwise
 
@@ -63,8 +63,8 @@ def test_a_tracked_tiny_training_run_can_be_read_back_from_trackio(tiny_model: P
     trained = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert trained.returncode == 0, trained.stderr
     run_dir = next((tweetlm_home / "runs").iterdir())
-    run = read_run(run_dir)
-    assert run["config"]["report_to"] == "trackio"
+    run = RunFolder(run_dir).read()
+    assert run.config["report_to"] == "trackio"
 
     env["TRACKIO_DIR"] = str(tweetlm_home / "trackio")
     read = subprocess.run(
@@ -77,7 +77,7 @@ def test_a_tracked_tiny_training_run_can_be_read_back_from_trackio(tiny_model: P
 
     logs = tracked["logs"]
     eval_losses = [entry["eval/loss"] for entry in logs if "eval/loss" in entry]
-    history = [h["eval_loss"] for h in run["metrics"]["history"] if "eval_loss" in h]
+    history = [h["eval_loss"] for h in run.metrics.history if "eval_loss" in h]
     assert eval_losses == pytest.approx(history)  # the same curve as run.json
     assert any("train/loss" in entry and "train/learning_rate" in entry for entry in logs)
     tables = [entry["predictions"] for entry in logs if "predictions" in entry]
@@ -85,9 +85,9 @@ def test_a_tracked_tiny_training_run_can_be_read_back_from_trackio(tiny_model: P
     assert [row["Input"] for row in tables[-1]["_value"]] == list(PROMPTS)
 
     config = tracked["config"]
-    assert config["tweetlm/data_hash"] == run["data"]["hash"]
+    assert config["tweetlm/data_hash"] == run.data["hash"]
     assert config["tweetlm/config"]["max_steps"] == 4
-    assert config["tweetlm/curation"]["obama"]["kept"] == run["data"]["datasets"]["obama"]["report"]["kept"]
+    assert config["tweetlm/curation"]["obama"]["kept"] == run.data["datasets"]["obama"]["report"]["kept"]
     assert "hub_token" not in config or config["hub_token"] in (None, "<HUB_TOKEN>")
 
     # The dashboard (`tweetlm dashboard`, trackio's own server) lists the run.
@@ -136,7 +136,7 @@ def test_the_prediction_table_is_saved_in_the_run_folder(tiny_model: Path) -> No
     samples = json.loads((result.run_dir / SAMPLES_FILE).read_text())
     assert samples["label"] == "machine-generated, not written by the person"
     assert [e["step"] for e in samples["evaluations"]] == [
-        h["step"] for h in read_run(result.run_dir)["metrics"]["history"] if "eval_loss" in h and h["step"]
+        h["step"] for h in RunFolder(result.run_dir).read().metrics.history if "eval_loss" in h and h["step"]
     ]
     assert [e["epoch"] for e in samples["evaluations"]] == [1.0, 2.0]
     for evaluation in samples["evaluations"]:

@@ -2,59 +2,27 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import sample_posts
-from tweetlm.curate import CurateConfig, curate_account
-from tweetlm.dataset import EpochBatches, balance, collate, encode_posts, frame, split_posts
+from tests.conftest import add_account, sample_posts, tiny_config
+from tweetlm.dataset import EpochBatches, balance, collate, encode_posts, split_posts
 from tweetlm.errors import InputError, TrainingError
-from tweetlm.records import Post
-from tweetlm.store import Store
-from tweetlm.train import RUN_FILE, TrainConfig, read_run, resolve_run, train
-
-
-def add_account(account: str, texts: list[str]) -> None:
-    with Store() as store, store.transaction():
-        store.add_posts(
-            Post(
-                platform="x",
-                account=account,
-                post_id=str(i),
-                text=t,
-                created_at=datetime(2020, 1, 1, tzinfo=timezone.utc),
-            )
-            for i, t in enumerate(texts)
-        )
-        curate_account(store, account, CurateConfig())
-
-
-def tiny_config(tiny_model: Path, **kw: object) -> TrainConfig:
-    defaults: dict[str, object] = {
-        "accounts": ("obama",),
-        "base_model": str(tiny_model),
-        "epochs": 2,
-        "learning_rate": 3e-3,
-        "batch_size": 16,
-        "max_length": 64,
-        "precision": "fp32",
-        "report_to": "none",
-    }
-    defaults.update(kw)
-    return TrainConfig(**defaults)  # type: ignore[arg-type]
+from tweetlm.events import Evaluated, Event, Started, Step
+from tweetlm.runs import RUN_FILE, RunFolder
+from tweetlm.train import TrainConfig, train, train_trial
 
 
 def test_eos_framing_is_exact(tiny_model: Path) -> None:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
-    ids = frame(tok, "Hello world")
+    [ids] = encode_posts(tok, ["Hello world"], 64)
     body = tok("Hello world", add_special_tokens=False)["input_ids"]
     assert ids == [tok.eos_token_id, *body, tok.eos_token_id]
     assert tok.decode(ids) == "<|endoftext|>Hello world<|endoftext|>"
-    assert encode_posts(tok, ["Hello world"], 64) == [ids]
+    assert encode_posts(tok, ["Hello world"], 3) == [ids[:3]]
 
 
 def test_collate_learns_eos_even_when_pad_is_eos() -> None:
@@ -97,19 +65,19 @@ def test_balance_upsamples_the_smaller_account() -> None:
 
 def test_train_writes_a_run_folder_that_pipeline_loads(tiny_model: Path) -> None:
     add_account("obama", sample_posts(200))
-    events: list[dict[str, object]] = []
+    events: list[Event] = []
     result = train(tiny_config(tiny_model), on_event=events.append)
     run = result.run_dir
     for name in ("model.safetensors", "config.json", "generation_config.json", "README.md", RUN_FILE, "posts.json"):
         assert (run / name).is_file(), name
     assert not (run / "checkpoints").exists()
     assert not list(run.parent.glob(".*.partial"))
-    meta = read_run(run)
-    m = meta["metrics"]
-    assert m["eval_loss_after"] < m["eval_loss_before"] - 0.5  # a random model learns fast
-    evals = [e for e in events if e["type"] == "eval"]
-    assert evals[0]["step"] == 0 and len(evals) == 3  # at the start, then every epoch
-    assert meta["config"]["learning_rate"] == 3e-3 and meta["data"]["hash"]
+    meta = RunFolder(run).read()
+    m = meta.metrics
+    assert m.eval_loss_after < m.eval_loss_before - 0.5  # a random model learns fast
+    evals = [e for e in events if isinstance(e, Evaluated)]
+    assert evals[0].step == 0 and len(evals) == 3  # at the start, then every epoch
+    assert meta.config["learning_rate"] == 3e-3 and meta.data["hash"]
     card = (run / "README.md").read_text()
     assert (
         "Machine-generated text" in card
@@ -124,7 +92,7 @@ def test_train_writes_a_run_folder_that_pipeline_loads(tiny_model: Path) -> None
     generator = pipeline("text-generation", model=str(run))
     out = generator("<|endoftext|>Today", max_new_tokens=10)[0]["generated_text"]
     assert out.startswith("<|endoftext|>Today") and len(out) > len("<|endoftext|>Today")
-    assert resolve_run("obama") == run
+    assert RunFolder.resolve("obama").path == run
 
 
 def test_generate_stops_at_eos_cuts_and_filters_copies(tiny_model: Path) -> None:
@@ -163,8 +131,8 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues_from_it(tiny_model: Path
 
     add_account("obama", sample_posts(200))
 
-    def press_ctrl_c(event: dict[str, object]) -> None:
-        if event["type"] == "step" and event["step"] == 3:
+    def press_ctrl_c(event: Event) -> None:
+        if isinstance(event, Step) and event.step == 3:
             os.kill(os.getpid(), signal.SIGINT)
 
     with pytest.raises(TrainingInterrupted, match="--resume") as stopped:
@@ -172,21 +140,21 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues_from_it(tiny_model: Path
     partial = stopped.value.partial_dir
     assert [p.name for p in (partial / "checkpoints").glob("checkpoint-*")] == ["checkpoint-4"]
 
-    events: list[dict[str, object]] = []
+    events: list[Event] = []
     result = train(tiny_config(tiny_model), resume=True, on_event=events.append)
-    start = next(e for e in events if e["type"] == "start")
-    steps = [e["step"] for e in events if e["type"] == "step"]
-    assert start["step"] == 4 and steps[0] == 5  # continues, does not start over
-    assert result.metrics["steps"] == start["total_steps"]
+    start = next(e for e in events if isinstance(e, Started))
+    steps = [e.step for e in events if isinstance(e, Step)]
+    assert start.step == 4 and steps[0] == 5  # continues, does not start over
+    assert result.metrics.steps == start.total_steps
     assert not partial.exists() and (result.run_dir / RUN_FILE).is_file()
-    assert result.metrics["eval_loss_before"] > result.metrics["eval_loss_after"]
+    assert result.metrics.eval_loss_before > result.metrics.eval_loss_after
 
 
 def test_max_steps_caps_a_run_and_still_evaluates(tiny_model: Path) -> None:
     add_account("obama", sample_posts(200))
     result = train(tiny_config(tiny_model, max_steps=3))
-    assert result.metrics["steps"] == 3
-    assert [h["step"] for h in result.metrics["history"] if "eval_loss" in h] == [0, 3]
+    assert result.metrics.steps == 3
+    assert [h["step"] for h in result.metrics.history if "eval_loss" in h] == [0, 3]
 
 
 def test_bad_config_names_the_field() -> None:
@@ -204,15 +172,15 @@ def test_too_few_posts_says_how_many_are_needed(tiny_model: Path) -> None:
 
 def test_not_a_run_folder(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not a tweetlm run"):
-        resolve_run(str(tmp_path))
+        RunFolder.resolve(str(tmp_path))
 
 
-def test_save_model_false_writes_nothing_lasting(tiny_model: Path) -> None:
+def test_a_trial_writes_nothing_lasting(tiny_model: Path) -> None:
     import os
 
     add_account("obama", sample_posts(200))
-    result = train(tiny_config(tiny_model, epochs=1), save_model=False)
-    assert result.run_dir is None and result.metrics["eval_loss_after"] < result.metrics["eval_loss_before"]
+    metrics = train_trial(tiny_config(tiny_model, epochs=1))
+    assert metrics.eval_loss_after < metrics.eval_loss_before
     runs = Path(os.environ["TWEETLM_HOME"]) / "runs"
     assert not runs.exists() or not any(runs.iterdir())
 
@@ -225,8 +193,8 @@ def test_stop_event_stops_like_ctrl_c(tiny_model: Path) -> None:
     add_account("obama", sample_posts(200))
     stop = threading.Event()
 
-    def on_event(event: dict[str, object]) -> None:
-        if event["type"] == "step" and event["step"] == 2:
+    def on_event(event: Event) -> None:
+        if isinstance(event, Step) and event.step == 2:
             stop.set()
 
     with pytest.raises(TrainingInterrupted):
@@ -234,14 +202,15 @@ def test_stop_event_stops_like_ctrl_c(tiny_model: Path) -> None:
 
 
 def test_runs_started_in_the_same_second_get_their_own_folders(monkeypatch: pytest.MonkeyPatch) -> None:
-    import tweetlm.train as train_module
+    import tweetlm.runs
 
-    monkeypatch.setattr(train_module, "run_name", lambda accounts: "obama-20260101-000000")
-    first = train_module._new_run_dir(("obama",))
+    monkeypatch.setattr(tweetlm.runs, "run_name", lambda accounts: "obama-20260101-000000")
+    first = RunFolder.new(("obama",)).path
     first.mkdir(parents=True)
-    second = train_module._new_run_dir(("obama",))
-    (second.parent / f".{second.name}.partial").mkdir()  # still training
-    third = train_module._new_run_dir(("obama",))
+    second = RunFolder.new(("obama",))
+    second.partial_path.mkdir()  # still training
+    third = RunFolder.new(("obama",)).path
+    second = second.path
     assert [p.name for p in (first, second, third)] == [
         "obama-20260101-000000",
         "obama-20260101-000000-2",

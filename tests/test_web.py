@@ -131,6 +131,7 @@ def set_number(page: Any, selector: str, value: object) -> None:
     field.press("Tab")
 
 
+@pytest.mark.shared
 def test_import_train_generate_in_a_browser(page: Any, tiny_model: Path, tweetlm_home: Path, tmp_path: Path) -> None:
     shot(page, "01-start")
 

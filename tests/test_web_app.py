@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import html
 import io
 import socket
@@ -16,13 +15,12 @@ from pathlib import Path
 import pytest
 from pytest_httpserver import HTTPServer
 
-from tests.conftest import sample_posts
-from tests.test_train import add_account, tiny_config
+from tests.conftest import add_account, sample_posts, tiny_config
 from tweetlm.curate import CurateConfig
 from tweetlm.errors import InputError, TweetlmError
 from tweetlm.train import TrainConfig, train
 from tweetlm.web import views
-from tweetlm.web.app import TrainForm, WebApp
+from tweetlm.web.app import TRAIN_FIELDS, TrainForm, WebApp
 from tweetlm.web.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job, TrainingQueue
 from tweetlm.web.ui import check_host, check_port
 
@@ -137,7 +135,7 @@ def test_runs_are_picked_by_name_and_generate_labelled_escaped_cards(webapp: Web
         assert 'class="tl-msg tl-error"' in webapp.generate(name, "", 1, 1.0, 0.95, None, 280)
         assert 'class="tl-msg tl-error"' in webapp.run_view(name or "x").summary
     assert "type a whole number" in webapp.generate(run_dir.name, "", 1, 1.0, 0.95, "1e3", 280)
-    assert "-n 0" in webapp.generate(run_dir.name, "", 0, 1.0, 0.95, None, 280)
+    assert "n=0" in webapp.generate(run_dir.name, "", 0, 1.0, 0.95, None, 280)
 
     (run_dir / "eval.json").write_text("{not json")
     assert "not readable JSON" in webapp.run_view(run_dir.name).evaluation
@@ -176,18 +174,21 @@ def test_queue_runs_one_job_at_a_time_and_cancels(tiny_model: Path) -> None:
 
 def test_training_form_checks_fields_before_queueing(webapp: WebApp, tiny_model: Path) -> None:
     add_account("obama", sample_posts(30))
-    form = TrainForm(["obama"], str(tiny_model), 1, 3e-3, 16, 0, 2, 64, 42, "fp32")
+    values = {"base_model": str(tiny_model), "epochs": 1, "learning_rate": 3e-3, "batch_size": 16, "max_minutes": 0}
+    values |= {"max_steps": 2, "max_length": 64, "seed": 42, "precision": "fp32"}
+    assert set(values) == set(TRAIN_FIELDS)
+    form = TrainForm(["obama"], values)
     public = WebApp(webapp.upload_dir, public=True)
     assert "cannot be chosen from a public page" in public.start_training(form)
     problems = {
-        "pick at least one account": {"accounts": []},
-        "epochs: type a number": {"epochs": None},
-        "no posts for account 'nobody'": {"accounts": ["nobody"]},
-        "not a model folder": {"base_model": str(tiny_model.parent)},
-        "precision": {"precision": "fp16"},
+        "pick at least one account": TrainForm([], values),
+        "epochs: type a number": TrainForm(["obama"], {**values, "epochs": None}),
+        "no posts for account 'nobody'": TrainForm(["nobody"], values),
+        "not a model folder": TrainForm(["obama"], {**values, "base_model": str(tiny_model.parent)}),
+        "precision": TrainForm(["obama"], {**values, "precision": "fp16"}),
     }
-    for expected, change in problems.items():
-        status = webapp.start_training(dataclasses.replace(form, **change))
+    for expected, changed in problems.items():
+        status = webapp.start_training(changed)
         assert "tl-error" in status and expected in html.unescape(status), status
     assert "Job 1 (@obama) is queued and starts now" in webapp.start_training(form)
     assert webapp.queue.shutdown(timeout=120)
@@ -238,7 +239,7 @@ def test_a_public_page_cannot_spend_the_x_budget_or_fetch_from_this_machine(tmp_
 def test_fetch_panel_fetches_through_the_library_and_curates(
     webapp: WebApp, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.test_fetch_bluesky import FEED, HANDLE, Replay
+    from tests.conftest import FEED, HANDLE, Replay
 
     httpserver.expect_request(FEED).respond_with_handler(Replay().feed)
     monkeypatch.setenv("TWEETLM_BLUESKY_URL", httpserver.url_for("/"))

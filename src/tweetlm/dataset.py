@@ -46,14 +46,9 @@ def split_posts(texts: Sequence[str], seed: int, fraction: float = VALIDATION_FR
     return Split([texts[i] for i in train], [texts[i] for i in val])
 
 
-def frame(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
-    """EOS + post + EOS, token ids, no spaces around the separators (as HuggingTweets does)."""
-    eos = tokenizer.eos_token_id
-    return [eos, *tokenizer(text, add_special_tokens=False)["input_ids"], eos]
-
-
 def encode_posts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    """Frame and tokenize posts (in one fast batch call), truncating to max_length tokens."""
+    """EOS + post + EOS, token ids, no spaces around the separators (as HuggingTweets does), tokenized in
+    one fast batch call and truncated to max_length tokens."""
     if not texts:
         return []
     eos = tokenizer.eos_token_id
@@ -187,9 +182,6 @@ class PostDataset:
 
     def __getitem__(self, index: int) -> dict[str, list[int]]:
         return {"input_ids": self.sequences[index]}
-
-    def token_count(self) -> int:
-        return sum(len(s) for s in self.sequences)
 
 
 def collate(batch: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:

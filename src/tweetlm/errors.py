@@ -31,3 +31,16 @@ class ModelError(TweetlmError):
 
 class TrainingError(TweetlmError):
     """Training failed (too little data, out of memory, NaN loss, ...)."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message, whitespace collapsed, at most `limit` characters ("" if none)."""
+    lines = str(exc).strip().splitlines()
+    return " ".join(lines[0].split())[:limit] if lines else ""
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one line for a message: a TweetlmError's text; any other's type and first line."""
+    if isinstance(exc, TweetlmError):
+        return " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {first_line(exc, limit)}"

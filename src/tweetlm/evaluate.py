@@ -14,9 +14,7 @@ computed becomes a note; whatever was computed is saved in `eval.json` in the ru
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import random
 import re
 import statistics
@@ -33,7 +31,9 @@ from tweetlm.copies import DEFAULT_RUN, CopyIndex, normalize, words
 from tweetlm.errors import InputError, ModelError, TweetlmError
 from tweetlm.generate import GenerateConfig, Generator
 from tweetlm.models import quiet_progress
-from tweetlm.train import POSTS_FILE, read_run
+from tweetlm.options import option
+from tweetlm.runs import POSTS_FILE, BaseModelInfo, RunFolder, RunPosts
+from tweetlm.sampling import MAX_NEW_TOKENS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 
     from tweetlm.store import Store
 
-EVAL_FILE = "eval.json"
 MODELS = ("fine_tuned", "base")
 # With a single other account the classifier tells the two apart 96-98% of the time whatever the model
 # writes: "sounds like this person" needs several people to be told from.
@@ -60,31 +59,32 @@ Embed = Callable[[Sequence[str]], "np.ndarray"]
 
 @dataclass(frozen=True)
 class EvalConfig:
-    n: int = field(default=100, metadata={"help": "posts to generate with each model"})
-    seed: int = field(default=0, metadata={"help": "seed of sampling, subsampling and the classifier"})
-    copy_run: int = field(default=DEFAULT_RUN, metadata={"help": "shared words that make a near copy"})
+    n: int = option(100, "Posts to generate with each model.", "-n", "--num")
+    seed: int = option(0, "Seed of sampling, subsampling and the classifier (recorded).", "--seed")
+    copy_run: int = option(DEFAULT_RUN, "Shared words in a row that make a near copy.", "--copy-run")
     max_posts: int = field(default=500, metadata={"help": "real posts per class for the voice classifier"})
-    max_new_tokens: int = field(default=96, metadata={"help": "tokens to sample per post at most"})
+    max_new_tokens: int = option(MAX_NEW_TOKENS, "Tokens to sample per post at most.", "--max-new-tokens")
     precision: str = field(default="auto", metadata={"help": "auto, bf16 or fp32"})
-    min_other_accounts: int = field(
-        default=MIN_OTHER_ACCOUNTS,
-        metadata={"help": "other accounts the voice classifier needs in the store (one is too easy to tell apart)"},
+    min_other_accounts: int = option(
+        MIN_OTHER_ACCOUNTS,
+        "Other accounts the voice check needs in the store to contrast with (one is too easy to tell apart).",
+        "--min-other-accounts",
     )
-    contrast_run: str | None = field(
-        default=None, metadata={"help": "a run fine-tuned on another account: how much of its output is attributed"}
+    contrast_run: str | None = option(
+        None, "A run fine-tuned on another account: how much of its output is attributed.", "--contrast-run"
     )
 
     def __post_init__(self) -> None:
         if not 2 <= self.n <= 500:
-            raise InputError(f"-n {self.n}: generate between 2 and 500 posts per model")
+            raise InputError(f"n={self.n}: generate between 2 and 500 posts per model")
         if self.copy_run < 2:
-            raise InputError(f"--copy-run {self.copy_run}: must be >= 2 words")
+            raise InputError(f"copy_run={self.copy_run}: must be >= 2 words")
         if self.max_posts < 10:
             raise InputError(f"max_posts={self.max_posts}: must be >= 10")
         if self.max_new_tokens < 1:
-            raise InputError(f"--max-new-tokens {self.max_new_tokens}: must be >= 1")
+            raise InputError(f"max_new_tokens={self.max_new_tokens}: must be >= 1")
         if self.min_other_accounts < 0:
-            raise InputError(f"--min-other-accounts {self.min_other_accounts}: must be >= 0")
+            raise InputError(f"min_other_accounts={self.min_other_accounts}: must be >= 0")
 
 
 # ---- metric functions on plain lists of posts ------------------------------------------------
@@ -318,27 +318,26 @@ def validation_loss(
     return {"loss": loss, "perplexity": math.exp(min(loss, 50)), "posts": len(seqs), "tokens": tokens}
 
 
-def base_model_path(run: dict[str, Any]) -> str:
+def base_model_path(base: BaseModelInfo) -> str:
     """The untouched base model of a run: its recorded path, or the embedded model wherever it is now."""
     from tweetlm.models import EMBEDDED, resolve_base_model
 
-    base = run["base_model"]
-    if base.get("embedded") and not Path(base["path"]).is_dir():
+    if base.embedded and not Path(base.path).is_dir():
         return resolve_base_model(EMBEDDED).path
-    return str(base["path"])
+    return str(base.path)
 
 
 def _model_part(
     run_dir: Path,
     model_path: str | None,
-    posts: dict[str, Any],
+    posts: RunPosts,
     precision: str,
     sampling: GenerateConfig,
     max_length: int,
 ) -> tuple[dict[str, Any], list[str], str]:
     """Validation loss and seeded generations of one model; returns (metrics, posts, resolved precision)."""
     generator = Generator(run_dir, precision=precision, model_path=model_path)
-    validation = [t for texts in posts["validation"].values() for t in texts]
+    validation = [t for texts in posts.validation.values() for t in texts]
     metrics: dict[str, Any] = {}
     if validation:
         metrics["validation"] = validation_loss(generator.model, generator.tokenizer, validation, max_length)
@@ -349,20 +348,55 @@ def _model_part(
 
 def _contrast_outputs(run: str, config: EvalConfig, sampling: GenerateConfig, say: Progress) -> list[str]:
     """Posts generated by `run` (fine-tuned on another account), with the same sampling."""
-    from tweetlm.train import resolve_run
+    from tweetlm.runs import RunFolder
 
-    run_dir = resolve_run(run)
+    run_dir = RunFolder.resolve(run).path
     say(f"contrast run {run_dir.name}: {config.n} generated posts")
     return Generator(run_dir, precision=config.precision).generate("", sampling).posts
 
 
-def read_posts(run_dir: Path) -> dict[str, Any]:
-    """The run's training and validation posts per account ({} for each when posts.json is missing)."""
-    path = run_dir / POSTS_FILE
-    if not path.is_file():
-        return {"train": {}, "validation": {}}
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return {"train": data.get("train", {}), "validation": data.get("validation", {})}
+def _voice_part(
+    store: Store | None,
+    accounts: list[str],
+    posts: RunPosts,
+    generated: dict[str, list[str]],
+    embed: Embed,
+    config: EvalConfig,
+    notes: list[str],
+    sampling: GenerateConfig,
+    say: Progress,
+) -> dict[str, Any] | None:
+    """The voice check against the store's other accounts, or None (and a note) when it cannot run."""
+    from tweetlm.store import Store
+
+    try:
+        with Store() if store is None else nullcontext(store) as db:
+            others = contrast_posts(db, accounts)
+        if len(others) < config.min_other_accounts:
+            raise InputError(
+                f"it needs at least {config.min_other_accounts} other accounts in the store to tell this one from "
+                f"(found {len(others)}): import more (tweetlm import, tweetlm fetch), or lower --min-other-accounts"
+            )
+        if not others:
+            notes.append("no other account is imported: the voice check contrasts with base-model outputs only")
+        contrast = _contrast_outputs(config.contrast_run, config, sampling, say) if config.contrast_run else []
+        voice = voice_check(
+            posts.training_texts(),
+            [t for texts in posts.validation.values() for t in texts],
+            others,
+            generated.get("base", []),
+            generated["fine_tuned"],
+            embed,
+            seed=config.seed,
+            max_posts=config.max_posts,
+            contrast_generated=contrast,
+        )
+    except TweetlmError as exc:
+        notes.append(f"no voice check: {exc}")
+        return None
+    if config.contrast_run:
+        voice["contrast_run"] = config.contrast_run
+    return voice
 
 
 def evaluate_run(
@@ -373,19 +407,18 @@ def evaluate_run(
     embed: Embed | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run (and its base model), save `eval.json` in the run folder, return what it holds."""
-    from tweetlm.store import Store
-
     config = config or EvalConfig()
     # Copies are measured here, not dropped.
     sampling = GenerateConfig(n=config.n, seed=config.seed, max_new_tokens=config.max_new_tokens, allow_copies=True)
     say = progress or (lambda message: None)
-    run = read_run(run_dir)
-    accounts = list(run["accounts"])
-    posts = read_posts(run_dir)
-    train_posts = [t for texts in posts["train"].values() for t in texts]
-    real = train_posts + [t for texts in posts["validation"].values() for t in texts]
+    folder = RunFolder(run_dir)
+    run = folder.read()
+    accounts = list(run.accounts)
+    posts = folder.posts()
+    train_posts = posts.training_texts()
+    real = train_posts + [t for texts in posts.validation.values() for t in texts]
     notes: list[str] = []
-    if not any(posts["validation"].values()):
+    if not any(posts.validation.values()):
         notes.append(f"this run has no validation posts ({POSTS_FILE} missing or empty): no validation loss")
     if not train_posts:
         notes.append(f"this run has no training posts ({POSTS_FILE} missing or empty): no copying check")
@@ -393,12 +426,12 @@ def evaluate_run(
     models: dict[str, dict[str, Any]] = {}
     generated: dict[str, list[str]] = {}
     precision = config.precision
-    max_length = int(run["config"].get("max_length", 128))
+    max_length = int(run.config.get("max_length", 128))
     for name in MODELS:
-        label = "fine-tuned model" if name == "fine_tuned" else f"base model {run['base_model']['name']}"
+        label = "fine-tuned model" if name == "fine_tuned" else f"base model {run.base_model.name}"
         say(f"{label}: validation loss and {config.n} generated posts")
         try:
-            path = None if name == "fine_tuned" else base_model_path(run)
+            path = None if name == "fine_tuned" else base_model_path(run.base_model)
             part = _model_part(run_dir, path, posts, config.precision, sampling, max_length)
             models[name], generated[name], precision = part
         except ModelError as exc:
@@ -414,41 +447,15 @@ def evaluate_run(
         models[name]["diversity"] = diversity(texts)
         models[name]["shape"] = shape(texts)
 
-    voice = None
     say("voice check: embedding posts and fitting the classifier")
-    try:
-        with Store() if store is None else nullcontext(store) as db:
-            others = contrast_posts(db, accounts)
-        if len(others) < config.min_other_accounts:
-            raise InputError(
-                f"it needs at least {config.min_other_accounts} other accounts in the store to tell this one from "
-                f"(found {len(others)}): import more (tweetlm import, tweetlm fetch), or lower --min-other-accounts"
-            )
-        if not others:
-            notes.append("no other account is imported: the voice check contrasts with base-model outputs only")
-        contrast = _contrast_outputs(config.contrast_run, config, sampling, say) if config.contrast_run else []
-        voice = voice_check(
-            train_posts,
-            [t for texts in posts["validation"].values() for t in texts],
-            others,
-            generated.get("base", []),
-            generated["fine_tuned"],
-            embed or Embedder(),
-            seed=config.seed,
-            max_posts=config.max_posts,
-            contrast_generated=contrast,
-        )
-        if config.contrast_run:
-            voice["contrast_run"] = config.contrast_run
-    except TweetlmError as exc:
-        notes.append(f"no voice check: {exc}")
+    voice = _voice_part(store, accounts, posts, generated, embed or Embedder(), config, notes, sampling, say)
 
     result = {
         "tweetlm": __version__,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "run": run_dir.name,
         "accounts": accounts,
-        "base_model": run["base_model"]["name"],
+        "base_model": run.base_model.name,
         "settings": {
             **asdict(config),
             "precision": precision,
@@ -461,21 +468,8 @@ def evaluate_run(
         "label": SHORT_LABEL,
         "generated": generated,
     }
-    path = run_dir / EVAL_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    folder.write_evaluation(result)
     return result
-
-
-def read_eval(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / EVAL_FILE
-    if not path.is_file():
-        return None
-    try:
-        return dict(json.loads(path.read_text(encoding="utf-8")))
-    except ValueError as exc:
-        raise InputError(f"{path} is not readable JSON ({exc}): run `tweetlm eval {run_dir.name}` again") from exc
 
 
 # ---- presentation (the CLI table and the HTML report share these rows) ---------------------------

@@ -4,7 +4,6 @@ length, empty outputs retried, copies of training posts dropped and counted. Eve
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections.abc import Callable
@@ -17,37 +16,39 @@ from tweetlm.card import SHORT_LABEL
 from tweetlm.copies import DEFAULT_RUN, CopyIndex
 from tweetlm.curate import collapse_whitespace
 from tweetlm.errors import InputError
-from tweetlm.train import POSTS_FILE, read_run, resolve_precision
+from tweetlm.options import option
+from tweetlm.runs import RunFolder
+from tweetlm.sampling import MAX_CHARS, MAX_NEW_TOKENS, TEMPERATURE, TOP_K, TOP_P, cut, prompt_ids, sample_continuations
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-LABEL = SHORT_LABEL
-
 
 @dataclass(frozen=True)
 class GenerateConfig:
-    n: int = field(default=10, metadata={"help": "posts to generate"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
-    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling"})
-    top_k: int = field(default=0, metadata={"help": "top-k sampling (0: off)"})
-    max_chars: int = field(default=280, metadata={"help": "cut posts to this many characters"})
-    max_new_tokens: int = field(default=96, metadata={"help": "tokens to sample at most"})
-    seed: int | None = field(default=None, metadata={"help": "seed (random if not given; always recorded)"})
-    allow_copies: bool = field(default=False, metadata={"help": "keep outputs that copy a training post"})
+    n: int = option(10, "How many posts.", "-n", "--num", label="posts")
+    temperature: float = option(TEMPERATURE, "Sampling temperature.", "--temperature", "-t", label="temperature")
+    top_p: float = option(TOP_P, "Nucleus sampling.", "--top-p", label="top-p")
+    top_k: int = option(TOP_K, "Top-k sampling (0: off).", "--top-k")
+    max_chars: int = option(
+        MAX_CHARS, "Cut posts to this many characters (280 on X).", "--max-chars", label="max characters"
+    )
+    max_new_tokens: int = field(default=MAX_NEW_TOKENS, metadata={"help": "tokens to sample at most"})
+    seed: int | None = option(None, "Seed (random if not given; always printed).", "--seed", label="seed")
+    allow_copies: bool = option(False, "Keep outputs that copy a training post.", "--allow-copies")
     copy_run: int = field(default=DEFAULT_RUN, metadata={"help": "shared words that make a near copy"})
     max_rounds: int = field(default=4, metadata={"help": "sampling rounds to replace dropped outputs"})
 
     def __post_init__(self) -> None:
         if not 1 <= self.n <= 500:
-            raise InputError(f"-n {self.n}: generate between 1 and 500 posts")
+            raise InputError(f"n={self.n}: generate between 1 and 500 posts")
         if self.temperature <= 0:
-            raise InputError(f"--temperature {self.temperature}: must be > 0")
+            raise InputError(f"temperature={self.temperature}: must be > 0")
         if not 0 < self.top_p <= 1:
-            raise InputError(f"--top-p {self.top_p}: must be in (0, 1]")
+            raise InputError(f"top_p={self.top_p}: must be in (0, 1]")
         if self.top_k < 0 or self.max_chars < 1 or self.max_new_tokens < 1:
-            raise InputError("--top-k must be >= 0, --max-chars and --max-new-tokens >= 1")
+            raise InputError("top_k must be >= 0, max_chars and max_new_tokens >= 1")
 
 
 @dataclass
@@ -59,7 +60,7 @@ class Generation:
     settings: dict[str, Any]
     dropped_copies: int = 0
     dropped_empty: int = 0
-    label: str = LABEL
+    label: str = SHORT_LABEL
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,19 +73,19 @@ class Generator:
         """`model_path`: sample another model with the run's tokenizer (the base model, for `tweetlm eval`)."""
         import torch
 
-        from tweetlm.models import load_model, load_tokenizer
+        from tweetlm.models import load_model, load_tokenizer, resolve_precision
 
         self.run_dir = run_dir
-        self.run = read_run(run_dir)
+        folder = RunFolder(run_dir)
+        self.run = folder.read()
         self.precision = resolve_precision(precision)
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         self.tokenizer: PreTrainedTokenizerBase = load_tokenizer(str(run_dir))
         self.model: PreTrainedModel = load_model(model_path or str(run_dir), dtype=dtype)
         self.model.eval()
-        self.training_posts = training_posts(run_dir)
+        self.training_posts = folder.posts().training_texts()
         # Posts keep line breaks only if the model was trained on posts that kept them.
-        datasets = self.run.get("data", {}).get("datasets", {}).values()
-        self.keep_newlines = any(d.get("rules", {}).get("keep_newlines") for d in datasets)
+        self.keep_newlines = self.run.keep_newlines
 
     def generate(self, prompt: str, config: GenerateConfig) -> Generation:
         import torch
@@ -92,12 +93,11 @@ class Generator:
         prompt = prompt.strip()
         if len(prompt) >= config.max_chars:
             raise InputError(f"the prompt has {len(prompt)} characters: a post has at most {config.max_chars}")
-        eos = self.tokenizer.eos_token_id
-        ids = [eos, *self.tokenizer(prompt, add_special_tokens=False)["input_ids"]] if prompt else [eos]
+        ids = prompt_ids(self.tokenizer, prompt)
         context = getattr(self.model.config, "max_position_embeddings", None) or 1024
         if len(ids) + config.max_new_tokens > context:
             raise InputError(
-                f"the prompt is {len(ids)} tokens; with --max-new-tokens {config.max_new_tokens} that exceeds "
+                f"the prompt is {len(ids)} tokens; with max_new_tokens={config.max_new_tokens} that exceeds "
                 f"the model's context of {context}: shorten the prompt"
             )
         seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**31)
@@ -123,35 +123,18 @@ class Generator:
         return Generation(str(self.run_dir), prompt, kept, seed, settings, copies, empties)
 
     def _sample(self, ids: list[int], prompt: str, batch: int, config: GenerateConfig) -> list[str]:
-        import torch
-
-        input_ids = torch.tensor([ids] * batch, dtype=torch.long)
-        with torch.inference_mode():
-            out = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                do_sample=True,
-                temperature=config.temperature,
-                top_p=1.0,  # applied by TopP, without sorting the whole vocabulary at every step
-                top_k=config.top_k,
-                max_new_tokens=config.max_new_tokens,
-                eos_token_id=self.tokenizer.eos_token_id,
-                pad_token_id=self.tokenizer.pad_token_id,
-                use_cache=True,
-                logits_processor=[TopP(config.top_p)] if config.top_p < 1 else None,
-                stopping_criteria=[
-                    PastMaxChars(self.tokenizer, len(ids), partial(self._text, prompt), config.max_chars)
-                ],
-            )
-        texts = []
-        for row in out[:, len(ids) :]:
-            tokens = row.tolist()
-            eos = self.tokenizer.eos_token_id
-            if eos in tokens:
-                tokens = tokens[: tokens.index(eos)]
-            continuation = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            texts.append(cut(self._text(prompt, continuation), config.max_chars))
-        return texts
+        continuations = sample_continuations(
+            self.model,
+            self.tokenizer,
+            [ids] * batch,
+            config.max_new_tokens,
+            temperature=config.temperature,
+            top_p=1.0,  # applied by TopP, without sorting the whole vocabulary at every step
+            top_k=config.top_k,
+            logits_processor=[TopP(config.top_p)] if config.top_p < 1 else None,
+            stopping_criteria=[PastMaxChars(self.tokenizer, len(ids), partial(self._text, prompt), config.max_chars)],
+        )
+        return [cut(self._text(prompt, c), config.max_chars) for c in continuations]
 
     def _text(self, prompt: str, continuation: str) -> str:
         return collapse_whitespace(_join(prompt, continuation), self.keep_newlines)
@@ -207,20 +190,3 @@ def _join(prompt: str, continuation: str) -> str:
     if not prompt:
         return continuation.strip()
     return (prompt + continuation).strip()
-
-
-def cut(text: str, max_chars: int) -> str:
-    """Cut to at most `max_chars`, at a word boundary when one is near, without trailing space."""
-    if len(text) <= max_chars:
-        return text
-    head = text[:max_chars]
-    space = head.rfind(" ")
-    return (head[:space] if space > max_chars * 0.6 else head).rstrip()
-
-
-def training_posts(run_dir: Path) -> list[str]:
-    path = run_dir / POSTS_FILE
-    if not path.is_file():
-        return []
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return [text for texts in data["train"].values() for text in texts]

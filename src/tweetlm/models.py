@@ -5,6 +5,7 @@ local folder. The embedded GGUF is dequantized once into an HF-format cache fold
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import logging
 import os
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tweetlm import paths
-from tweetlm.errors import ModelError
+from tweetlm.errors import InputError, ModelError, first_line
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -137,9 +138,39 @@ def quiet_progress() -> Iterator[None]:
 
 def _load_error(path: str, exc: Exception) -> ModelError:
     offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    first = first_line(exc, 160) or type(exc).__name__
     where = "offline, and it is not in the HF cache" if offline else "not found on the Hub or in the HF cache"
     return ModelError(
-        f"cannot load base model {path!r} ({where}: {first[:160]}); "
+        f"cannot load base model {path!r} ({where}: {first}); "
         f"the embedded default works offline: --base-model {EMBEDDED}"
     )
+
+
+PRECISIONS = ("auto", "bf16", "amp", "fp32")
+
+
+def bf16_supported() -> bool:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()) or bool(
+        getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    )
+
+
+def resolve_precision(precision: str) -> str:
+    """`auto` is bf16 where the GPU or CPU supports it, else fp32 (said once, in the log)."""
+    if precision == "fp32":
+        return "fp32"
+    supported = bf16_supported()
+    if precision != "auto" and not supported:
+        raise InputError(f"precision={precision}: this machine has no bf16 support; use precision fp32")
+    if precision == "auto" and not supported:
+        _say_fp32()
+    return precision if precision != "auto" else "bf16" if supported else "fp32"
+
+
+@functools.cache
+def _say_fp32() -> None:
+    log.warning("this machine has no bf16 support: computing in fp32, which is slower")

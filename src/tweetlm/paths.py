@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def home() -> Path:
@@ -40,3 +44,26 @@ def cache_dir() -> Path:
         path = Path(platformdirs.user_cache_dir("tweetlm", appauthor=False))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def atomic_write(path: Path, content: str | bytes | Callable[[Path], None]) -> Path:
+    """Write text (UTF-8), bytes, or what `content(tmp)` writes, through a temporary file beside `path` (with
+    its suffix; one per process and thread) and a rename: readers see the old file or the new, never half of
+    one, and a failed write leaves nothing behind."""
+    tmp = path.with_name(f".{path.stem}-{os.getpid()}-{threading.get_ident()}{path.suffix}")
+    try:
+        if isinstance(content, str):
+            tmp.write_text(content, encoding="utf-8")
+        elif isinstance(content, bytes):
+            tmp.write_bytes(content)
+        else:
+            content(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")

@@ -10,17 +10,16 @@ import base64
 import html
 import io
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tweetlm import paths
 from tweetlm.card import SHORT_LABEL
 from tweetlm.curate import REPORT_LABELS, RULES, CurationReport
 from tweetlm.errors import InputError
-from tweetlm.evaluate import read_eval, table_rows, voice_summary
-from tweetlm.tracking import SAMPLES_FILE
-from tweetlm.train import read_run
+from tweetlm.evaluate import table_rows, voice_summary
+from tweetlm.runs import SAMPLES_FILE, RunFolder, RunInfo
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -35,13 +34,13 @@ NOTICE = (
 # ---- loss curves ---------------------------------------------------------------------------
 
 
-def validation_curve(run: dict[str, Any]) -> list[tuple[float, float]]:
+def validation_curve(run: RunInfo) -> list[tuple[float, float]]:
     """(epoch, validation loss) points of a run, the base model's at epoch 0 first."""
-    return [(h.get("epoch") or 0.0, h["eval_loss"]) for h in run["metrics"]["history"] if "eval_loss" in h]
+    return [(h.get("epoch") or 0.0, h["eval_loss"]) for h in run.metrics.history if "eval_loss" in h]
 
 
-def train_curve(run: dict[str, Any]) -> list[tuple[int, float]]:
-    return [(h["step"], h["loss"]) for h in run["metrics"]["history"] if "loss" in h and "step" in h]
+def train_curve(run: RunInfo) -> list[tuple[int, float]]:
+    return [(h["step"], h["loss"]) for h in run.metrics.history if "loss" in h and "step" in h]
 
 
 def _figure(width: float = 7.0, height: float = 4.0) -> Figure:
@@ -59,26 +58,26 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def plot_run_losses(run: dict[str, Any]) -> bytes:
+def plot_run_losses(run: RunInfo) -> bytes:
     """PNG: training loss by step and validation loss at each evaluation, of one run."""
     figure = _figure()
     axes = figure.add_subplot()
     train = train_curve(run)
     if train:
         axes.plot(*zip(*train, strict=True), label="training loss", color="#7aa6d8", linewidth=1.2)
-    evals = [(h["step"], h["eval_loss"]) for h in run["metrics"]["history"] if "eval_loss" in h]
+    evals = [(h["step"], h["eval_loss"]) for h in run.metrics.history if "eval_loss" in h]
     if evals:
         axes.plot(*zip(*evals, strict=True), "o-", label="validation loss", color="#c0392b", linewidth=2)
     axes.set_xlabel("optimizer step")
     axes.set_ylabel("loss (nats per token)")
-    axes.set_title(f"Losses of {' + '.join('@' + a for a in run['accounts'])}")
+    axes.set_title(f"Losses of {' + '.join('@' + a for a in run.accounts)}")
     axes.grid(alpha=0.3)
     if train or evals:
         axes.legend()
     return _png(figure)
 
 
-def plot_validation_losses(runs: Sequence[tuple[str, dict[str, Any]]]) -> bytes:
+def plot_validation_losses(runs: Sequence[tuple[str, RunInfo]]) -> bytes:
     """PNG: the validation-loss curves of several runs by epoch (HuggingTweets' "comparing losses")."""
     figure = _figure(8.0, 4.5)
     axes = figure.add_subplot()
@@ -96,41 +95,41 @@ def plot_validation_losses(runs: Sequence[tuple[str, dict[str, Any]]]) -> bytes:
 # ---- comparing runs ------------------------------------------------------------------------
 
 
-def load_runs(run_dirs: Sequence[Path]) -> list[tuple[Path, dict[str, Any]]]:
+def load_runs(run_dirs: Sequence[Path]) -> list[tuple[Path, RunInfo]]:
     """Read each run once, in order, refusing duplicates and runs without a validation curve."""
-    runs: list[tuple[Path, dict[str, Any]]] = []
+    runs: list[tuple[Path, RunInfo]] = []
     seen: set[Path] = set()
     for run_dir in run_dirs:
         if run_dir.resolve() in seen:
             raise InputError(f"{run_dir.name} is named twice: name each run once")
         seen.add(run_dir.resolve())
-        run = read_run(run_dir)
+        run = RunFolder(run_dir).read()
         if not validation_curve(run):
             raise InputError(f"{run_dir.name} has no validation losses in its run.json: it cannot be compared")
         runs.append((run_dir, run))
     return runs
 
 
-def comparison_rows(runs: Sequence[tuple[Path, dict[str, Any]]]) -> list[dict[str, Any]]:
+def comparison_rows(runs: Sequence[tuple[Path, RunInfo]]) -> list[dict[str, Any]]:
     """One row per run: what it trained on, its losses, and its eval figures when it was evaluated."""
     rows = []
     for run_dir, run in runs:
-        m = run["metrics"]
-        evaluation = read_eval(run_dir) or {}
+        m = run.metrics
+        evaluation = RunFolder(run_dir).evaluation() or {}
         fine = evaluation.get("models", {}).get("fine_tuned", {})
         voice = evaluation.get("voice") or {}
         rows.append(
             {
                 "run": run_dir.name,
-                "accounts": run["accounts"],
-                "base_model": run["base_model"]["name"],
-                "base": "smollm2" if run["base_model"]["embedded"] else Path(run["base_model"]["name"]).name,
-                "train_posts": m["train_posts"],
-                "steps": m["steps"],
-                "epochs": m["epochs_completed"],
-                "eval_loss_before": m["eval_loss_before"],
-                "eval_loss_after": m["eval_loss_after"],
-                "perplexity_after": m["perplexity_after"],
+                "accounts": run.accounts,
+                "base_model": run.base_model.name,
+                "base": "smollm2" if run.base_model.embedded else Path(run.base_model.name).name,
+                "train_posts": m.train_posts,
+                "steps": m.steps,
+                "epochs": m.epochs_completed,
+                "eval_loss_before": m.eval_loss_before,
+                "eval_loss_after": m.eval_loss_after,
+                "perplexity_after": m.perplexity_after,
                 "copies": (fine.get("copying") or {}).get("long_run"),
                 "distinct_2": (fine.get("diversity") or {}).get("distinct_2"),
                 "voice": voice.get("generated_attributed"),
@@ -145,10 +144,7 @@ def write_png(path: Path, png: bytes) -> Path:
         raise InputError(f"{path}: the plot is a PNG, give a path ending in .png")
     if not path.parent.is_dir():
         raise InputError(f"{path.parent} does not exist: create it or choose another --output")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(png)
-    os.replace(tmp, path)
-    return path
+    return paths.atomic_write(path, png)
 
 
 # ---- the HTML report -----------------------------------------------------------------------
@@ -187,8 +183,8 @@ def _generated(text: str) -> str:
     return f'<span class="generated">{_e(text)}</span> <span class="tag">[generated]</span>'
 
 
-def _curation(run: dict[str, Any]) -> str:
-    datasets = run["data"]["datasets"]
+def _curation(run: RunInfo) -> str:
+    datasets = run.data["datasets"]
     accounts = list(datasets)
     rows = []
     for key in ("downloaded", *RULES, "kept"):
@@ -207,33 +203,33 @@ def _curation(run: dict[str, Any]) -> str:
     hashes = ", ".join(f"@{a}: {datasets[a]['hash']}" for a in accounts)
     return (
         _table(["", *(f"@{a}" for a in accounts)], rows)
-        + f'<p class="muted">dataset hashes {_e(hashes)}; training data hash {_e(run["data"]["hash"])}</p>'
+        + f'<p class="muted">dataset hashes {_e(hashes)}; training data hash {_e(run.data["hash"])}</p>'
     )
 
 
-def _summary(run_dir: Path, run: dict[str, Any]) -> str:
-    m = run["metrics"]
+def _summary(run_dir: Path, run: RunInfo) -> str:
+    m = run.metrics
     rows = [
         ("run folder", run_dir.name),
-        ("created", run["created_at"]),
-        ("base model", run["base_model"]["name"]),
-        ("validation loss", f"{m['eval_loss_before']:.3f} (base model) → {m['eval_loss_after']:.3f}"),
-        ("perplexity", f"{m['perplexity_before']:.1f} (base model) → {m['perplexity_after']:.1f}"),
-        ("training", f"{m['steps']} steps, {m['epochs_completed']:.2f} epochs, {m['train_seconds']:.0f} s"),
-        ("posts", f"{m['train_posts']} training, {m['validation_posts']} validation"),
-        ("precision", run["precision"]),
-        ("versions", ", ".join(f"{k} {v}" for k, v in run["versions"].items())),
+        ("created", run.created_at),
+        ("base model", run.base_model.name),
+        ("validation loss", f"{m.eval_loss_before:.3f} (base model) → {m.eval_loss_after:.3f}"),
+        ("perplexity", f"{m.perplexity_before:.1f} (base model) → {m.perplexity_after:.1f}"),
+        ("training", f"{m.steps} steps, {m.epochs_completed:.2f} epochs, {m.train_seconds:.0f} s"),
+        ("posts", f"{m.train_posts} training, {m.validation_posts} validation"),
+        ("precision", run.precision),
+        ("versions", ", ".join(f"{k} {v}" for k, v in run.versions.items())),
     ]
     return _table(None, rows, numeric_from=2)
 
 
-def _config(run: dict[str, Any]) -> str:
-    rows = [(k, "" if v is None else v) for k, v in run["config"].items() if k not in ("accounts", "base_model")]
+def _config(run: RunInfo) -> str:
+    rows = [(k, "" if v is None else v) for k, v in run.config.items() if k not in ("accounts", "base_model")]
     return _table(["setting", "value"], rows, numeric_from=2)
 
 
 def _evaluation(run_dir: Path) -> str:
-    result = read_eval(run_dir)
+    result = RunFolder(run_dir).evaluation()
     if result is None:
         command = f"tweetlm eval {run_dir.name}"
         return f'<p class="muted">Not evaluated yet: run <code>{_e(command)}</code>, then the report again.</p>'
@@ -286,8 +282,8 @@ def _samples(run_dir: Path) -> str:
 
 
 def build_report(run_dir: Path) -> str:
-    run = read_run(run_dir)
-    who = " + ".join(f"@{a}" for a in run["accounts"])
+    run = RunFolder(run_dir).read()
+    who = " + ".join(f"@{a}" for a in run.accounts)
     curves = base64.b64encode(plot_run_losses(run)).decode("ascii")
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -314,7 +310,7 @@ def build_report(run_dir: Path) -> str:
 {_samples(run_dir)}
 <h2>Training settings</h2>
 {_config(run)}
-<p class="muted">Written by tweetlm {_e(run["tweetlm"])}.</p>
+<p class="muted">Written by tweetlm {_e(run.tweetlm)}.</p>
 </body>
 </html>
 """
@@ -323,8 +319,4 @@ def build_report(run_dir: Path) -> str:
 def write_report(run_dir: Path) -> Path:
     """Write `report.html` in the run folder (atomically) and return its path."""
     page = build_report(run_dir)
-    path = run_dir / REPORT_FILE
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return paths.atomic_write(run_dir / REPORT_FILE, page)

@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from tweetlm import paths
 from tweetlm.errors import InputError
+from tweetlm.runs import SAMPLES_FILE
+from tweetlm.sampling import MAX_CHARS, TEMPERATURE, TOP_P, cut, prompt_ids, sample_continuations
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
     from tweetlm.dataset import Split
     from tweetlm.store import Dataset
-    from tweetlm.train import TrainConfig
 
 log = logging.getLogger("tweetlm")
 
@@ -33,7 +34,6 @@ TRACKERS = ("trackio", "wandb", "mlflow", "tensorboard")
 _PACKAGES = {"trackio": "trackio", "wandb": "wandb", "mlflow": "mlflow", "tensorboard": "tensorboard"}
 _WANDB_LIKE = ("trackio", "wandb")  # trackers with wandb's API: config.update, log, Table
 PROJECT = "tweetlm"
-SAMPLES_FILE = "samples.json"
 PROMPTS = ("", "I think", "Today", "My dream is")
 SAMPLE_SEED = 0
 SAMPLE_TOKENS = 40
@@ -46,7 +46,7 @@ def parse_report_to(value: str) -> list[str]:
         return []
     unknown = [n for n in names if n not in TRACKERS]
     if unknown or not names:
-        raise InputError(f"--report-to {value!r}: use none, or one or more (comma-separated) of {', '.join(TRACKERS)}")
+        raise InputError(f"report_to={value!r}: use none, or one or more (comma-separated) of {', '.join(TRACKERS)}")
     return list(dict.fromkeys(names))
 
 
@@ -72,18 +72,18 @@ def tracker_args(report_to: str) -> dict[str, Any]:
             log.warning("trackio is not installed, so this run is not tracked: pip install 'tweetlm[eval]'")
             names.remove(name)
         else:
-            raise InputError(f"--report-to {name}: {_PACKAGES[name]} is not installed: pip install {_PACKAGES[name]}")
+            raise InputError(f"report_to={name}: {_PACKAGES[name]} is not installed: pip install {_PACKAGES[name]}")
     if "trackio" in names:
         use_trackio_dir()
     return {"report_to": names, "project": PROJECT}
 
 
-def tracked_summary(config: TrainConfig, datasets: dict[str, Dataset], splits: dict[str, Split]) -> dict[str, Any]:
-    """What trackers get as run config besides the Trainer's arguments."""
+def tracked_summary(config: dict[str, Any], datasets: dict[str, Dataset], splits: dict[str, Split]) -> dict[str, Any]:
+    """What trackers get as run config besides the Trainer's arguments (`config`: the TrainConfig's dict)."""
     from tweetlm.dataset import data_hash
 
     return {
-        "tweetlm/config": config.to_dict(),
+        "tweetlm/config": config,
         "tweetlm/data_hash": data_hash(splits),
         "tweetlm/curation": {
             account: {
@@ -106,42 +106,24 @@ def sample_predictions(
     caller's random state (training goes on exactly as without the table)."""
     import torch
 
-    from tweetlm.generate import cut
-
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    encoded = [[eos, *tokenizer(p, add_special_tokens=False)["input_ids"]] for p in prompts]
-    width = max(map(len, encoded))
-    input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in encoded])
-    attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded])
     was_training = model.training
     model.eval()
-    with torch.random.fork_rng(devices=[]), torch.inference_mode():
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SAMPLE_SEED)
-        out = model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            do_sample=True,
-            top_p=0.95,
-            top_k=0,
-            temperature=1.0,
-            max_new_tokens=SAMPLE_TOKENS,
-            eos_token_id=eos,
-            pad_token_id=pad,
-            use_cache=True,
-        )
+        rows = [prompt_ids(tokenizer, p) for p in prompts]
+        texts = sample_continuations(model, tokenizer, rows, SAMPLE_TOKENS)
     model.train(was_training)
-    rows = []
-    for prompt, row in zip(prompts, out[:, width:].tolist(), strict=True):
-        tokens = row[: row.index(eos)] if eos in row else row
-        text = (prompt + tokenizer.decode(tokens, skip_special_tokens=True)).strip()
-        rows.append({"input": prompt, "prediction": cut(text, 280)})
-    return rows
+    return [
+        {"input": prompt, "prediction": cut((prompt + text).strip(), MAX_CHARS)}
+        for prompt, text in zip(prompts, texts, strict=True)
+    ]
 
 
 def prediction_callback(
-    config: TrainConfig, datasets: dict[str, Dataset], splits: dict[str, Split], folder: Path
+    config: dict[str, Any], datasets: dict[str, Dataset], splits: dict[str, Split], folder: Path
 ) -> TrainerCallback:
-    """A TrainerCallback: tweetlm's config to the trackers, then the prediction table after each epoch."""
+    """A TrainerCallback: tweetlm's config (the TrainConfig's dict) to the trackers, then the prediction
+    table after each epoch."""
     from transformers import TrainerCallback
 
     from tweetlm.card import SHORT_LABEL
@@ -159,7 +141,7 @@ def prediction_callback(
                     "label": SHORT_LABEL,
                     "prompts": list(PROMPTS),
                     "seed": SAMPLE_SEED,
-                    "settings": {"temperature": 1.0, "top_p": 0.95, "max_new_tokens": SAMPLE_TOKENS},
+                    "settings": {"temperature": TEMPERATURE, "top_p": TOP_P, "max_new_tokens": SAMPLE_TOKENS},
                     "evaluations": [],
                 }
 
@@ -177,9 +159,7 @@ def prediction_callback(
             rows = sample_predictions(kw["model"], kw["processing_class"])
             epoch = round(state.epoch or 0.0, 2)
             self.samples["evaluations"].append({"step": state.global_step, "epoch": epoch, "rows": rows})
-            tmp = samples_path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(self.samples, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-            os.replace(tmp, samples_path)
+            paths.write_json(samples_path, self.samples)
             for tracker in self.trackers:
                 table = tracker.Table(
                     columns=["Input", "Prediction (machine-generated)"],

@@ -1,25 +1,29 @@
 """Fine-tune a base model on the curated posts of one or more accounts, with the HF Trainer.
 
-`train(config)` writes a self-describing run folder: the model and tokenizer (`save_pretrained`), a
-generation config, a model card, and `run.json` (resolved config, versions, data hash, metrics). It is
-written under a temporary name and renamed at the very end, so a failed run leaves no half-written
-folder; an interrupted one leaves a checkpoint that `resume=True` continues.
+`train(config)` writes a self-describing run folder (see `tweetlm.runs`): the model and tokenizer
+(`save_pretrained`), a generation config, a model card, `run.json` and `posts.json`. It is written under a
+temporary name and renamed at the very end, so a failed run leaves no half-written folder; an interrupted
+one leaves a checkpoint that `resume=True` continues. `train_trial(config)` trains and evaluates the same
+way but keeps nothing (a sweep's trial).
+
+Read top to bottom, a run is: `open_destination` (where it is written), `load_datasets`, `build_model`,
+`build_data`, `training_arguments`, `make_trainer`, `fit`, `measure`, and `save_run`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 import logging
 import math
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,36 +31,33 @@ from typing import TYPE_CHECKING, Any
 
 from tweetlm import __version__, paths
 from tweetlm.curate import CurateConfig, curate_account, mixed_languages
-from tweetlm.dataset import (
-    EpochBatches,
-    PostDataset,
-    Split,
-    balance,
-    collate,
-    data_hash,
-    encode_posts,
-    pack,
-    split_posts,
+from tweetlm.dataset import EpochBatches, PostDataset, Split, balance, data_hash, encode_posts, split_posts
+from tweetlm.errors import InputError, TrainingError
+from tweetlm.events import Curated, Done, EventHandler, Interrupting, Loading, ignore
+from tweetlm.models import (
+    PRECISIONS,
+    BaseModel,
+    load_model,
+    load_tokenizer,
+    quiet_progress,
+    resolve_base_model,
+    resolve_precision,
 )
-from tweetlm.errors import InputError, NoDataError, TrainingError
-from tweetlm.models import BaseModel, load_model, load_tokenizer, quiet_progress, resolve_base_model
+from tweetlm.options import option
+from tweetlm.runs import CHECKPOINTS, RESUME_FILE, BaseModelInfo, Metrics, RunFolder, RunInfo, RunPosts
+from tweetlm.sampling import generation_config
 from tweetlm.store import Dataset, Store
 from tweetlm.tracking import parse_report_to, prediction_callback, tracker_args
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, TrainingArguments
+
+    from tweetlm.trainer import TrainData, TweetlmTrainer
 
 log = logging.getLogger("tweetlm")
 
-Event = dict[str, Any]
-EventHandler = Callable[[Event], None]
-
 SCHEDULERS = ("constant", "linear", "cosine")
-PRECISIONS = ("auto", "bf16", "amp", "fp32")
 ATTENTIONS = ("auto", "eager", "sdpa")
-RUN_FILE = "run.json"
-POSTS_FILE = "posts.json"  # the curated training and validation posts (copy filter, evaluation)
-CONFIG_FILE = "tweetlm_config.json"  # written at the start, so --resume knows what it resumes
 # `tweetlm train --fast`: one epoch at a higher peak rate. On the BarackObama CSV it reached a validation
 # loss within 1.2% of the 4-epoch default's best epoch in a quarter of the time (docs/performance.md).
 FAST = {"epochs": 1.0, "learning_rate": 3e-4}
@@ -67,43 +68,65 @@ class TrainConfig:
     """Everything a run depends on. Defaults are HuggingTweets' sweep result where it has one."""
 
     accounts: tuple[str, ...]
-    base_model: str = field(default="smollm2", metadata={"help": "embedded default, an HF model id or a folder"})
-    epochs: float = field(default=4.0, metadata={"help": "passes over the training posts"})
-    learning_rate: float = field(default=1.372e-4, metadata={"help": "peak learning rate"})
-    scheduler: str = field(default="cosine", metadata={"help": "constant, linear or cosine"})
-    warmup: float = field(default=0.0, metadata={"help": "warmup, as a fraction of the steps"})
-    grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
-    batch_size: int = field(default=16, metadata={"help": "posts per batch"})
-    max_length: int = field(default=128, metadata={"help": "tokens per post (longer posts are cut)"})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    precision: str = field(
-        default="auto",
-        metadata={"help": "auto (bf16 where supported), bf16 (bf16 weights, fp32 master copy), amp (autocast) or fp32"},
+    base_model: str = option(
+        "smollm2",
+        "Embedded 'smollm2', an HF model id (gpt2, ...) or a folder.",
+        "--base-model",
+        "-m",
+        label="base model",
     )
-    group_by_length: bool = field(default=True, metadata={"help": "batch posts of similar length"})
-    freeze_layers: int = field(default=0, metadata={"help": "freeze embeddings and this many lower layers"})
-    seed: int = field(default=42, metadata={"help": "seed of the split, order and initialisation"})
-    max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps"})
-    max_minutes: float | None = field(default=None, metadata={"help": "stop after this many minutes"})
-    report_to: str = field(default="trackio", metadata={"help": "trackers (comma-separated) or none"})
-    keep_checkpoints: bool = field(default=False, metadata={"help": "keep checkpoints in the run folder"})
-    batch_tokens: int = field(
-        default=0, metadata={"help": "tokens per batch, posts of similar length (0: batch_size posts)"}
+    epochs: float = option(4.0, "Passes over the training posts.", "--epochs", label="epochs")
+    learning_rate: float = option(1.372e-4, "Peak learning rate.", "--learning-rate", "--lr", label="learning rate")
+    scheduler: str = option("cosine", "constant, linear or cosine.", "--scheduler")
+    warmup: float = option(0.0, "Warmup as a fraction of the steps.", "--warmup")
+    grad_accum: int = option(1, "Gradient accumulation steps.", "--grad-accum")
+    batch_size: int = option(16, "Posts per batch.", "--batch-size", "-b", label="batch size")
+    max_length: int = option(128, "Tokens per post (longer ones are cut).", "--max-length", label="tokens per post")
+    weight_decay: float = option(0.0, "AdamW weight decay.", "--weight-decay")
+    precision: str = option(
+        "auto",
+        "auto (bf16 where the CPU/GPU supports it), bf16 (bf16 weights, fp32 master copy), amp (autocast) or fp32.",
+        "--precision",
+        label="precision",
     )
-    packing: bool = field(
-        default=False, metadata={"help": "pack a batch's posts into rows of max_length (attention stays in a post)"}
+    group_by_length: bool = option(
+        True, "Batch posts of similar length (less padding).", "--group-by-length/--no-group-by-length"
     )
-    freeze_embeddings: bool = field(
-        default=False, metadata={"help": "freeze the token embeddings (and an output head tied to them)"}
+    freeze_layers: int = option(
+        0, "Freeze this many lower layers and the input embeddings (a tied head still trains).", "--freeze-layers"
     )
-    lora_rank: int = field(default=0, metadata={"help": "LoRA adapters of this rank (0: full fine-tune)"})
-    lora_alpha: float = field(default=32.0, metadata={"help": "LoRA scaling numerator (scale = alpha / rank)"})
-    lora_learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate of the LoRA adapters"})
-    threads: int = field(default=0, metadata={"help": "CPU threads for torch (0: torch's default)"})
-    compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
-    attention: str = field(
-        default="auto", metadata={"help": "attention kernel: eager, sdpa, or auto (eager on CPU, the model's on GPU)"}
+    seed: int = option(42, "Seed of the split, the order and the initialisation.", "--seed", label="seed")
+    max_steps: int | None = option(
+        None, "Stop after this many optimizer steps.", "--max-steps", label="max steps (0: no limit)"
     )
+    max_minutes: float | None = option(
+        None,
+        "Stop after this many minutes (evaluates and keeps the best).",
+        "--max-minutes",
+        label="stop after (minutes, 0: no limit)",
+    )
+    report_to: str = option(
+        "trackio",
+        "Trackers, comma-separated: trackio (local, in TWEETLM_HOME; `tweetlm dashboard`), wandb, mlflow, "
+        "tensorboard; or none.",
+        "--report-to",
+    )
+    keep_checkpoints: bool = option(False, "Keep the Trainer checkpoints in the run folder.", "--keep-checkpoints")
+    batch_tokens: int = option(
+        0, "Tokens per batch (posts of similar length) instead of --batch-size posts; 0: off.", "--batch-tokens"
+    )
+    packing: bool = option(
+        False, "Pack each batch's posts into rows (attention stays within a post).", "--packing/--no-packing"
+    )
+    freeze_embeddings: bool = option(
+        False, "Freeze the token embeddings (and an output head tied to them).", "--freeze-embeddings"
+    )
+    lora_rank: int = option(0, "Train LoRA adapters of this rank instead of all weights.", "--lora-rank")
+    lora_alpha: float = option(32.0, "LoRA scale numerator (scale = alpha / rank).", "--lora-alpha")
+    lora_learning_rate: float = option(1e-3, "Peak learning rate of the LoRA adapters.", "--lora-lr")
+    threads: int = option(0, "CPU threads for torch (0: its default, one per core).", "--threads")
+    compile: bool = option(False, "torch.compile the model (minutes of compiling on a CPU).", "--compile")
+    attention: str = option("auto", "auto (eager on CPU), eager or sdpa.", "--attention")
 
     def __post_init__(self) -> None:
         checks = [
@@ -145,8 +168,8 @@ class TrainConfig:
 
 @dataclass
 class RunResult:
-    run_dir: Path | None  # None when trained with save_model=False (sweep trials)
-    metrics: dict[str, Any]
+    run_dir: Path
+    metrics: Metrics
 
 
 class TrainingInterrupted(TrainingError):
@@ -158,47 +181,147 @@ class TrainingInterrupted(TrainingError):
         self.partial_dir = partial_dir
 
 
-def bf16_supported() -> bool:
+@dataclass(frozen=True)
+class Destination:
+    """Where a run is written: `work` while it trains; `final` once it is done, or None for a trial,
+    which keeps nothing (no checkpoints, no run folder; `work` is a temporary folder)."""
+
+    work: Path
+    final: Path | None
+    resume: bool = False
+
+    @property
+    def trial(self) -> bool:
+        return self.final is None
+
+    @property
+    def name(self) -> str:
+        return (self.final or self.work).name
+
+
+@dataclass
+class Hooks:
+    """What the caller adds to a run: an event handler, extra HF callbacks, a flag that stops it."""
+
+    emit: EventHandler = ignore
+    callbacks: Sequence[TrainerCallback] = ()
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+# ---- the entry points ------------------------------------------------------------------------------
+
+
+def train(
+    config: TrainConfig,
+    store: Store | None = None,
+    on_event: EventHandler | None = None,
+    output: Path | None = None,
+    resume: bool = False,
+    *,
+    callbacks: Sequence[TrainerCallback] = (),
+    stop: threading.Event | None = None,
+) -> RunResult:
+    """Train and write the run folder (`output`, or a new one under runs/); returns its path and metrics.
+
+    `callbacks` are extra HF TrainerCallbacks (trackers, sweep pruners); setting `stop` stops the run
+    like Ctrl-C does (a checkpoint, then TrainingInterrupted). `resume` continues the newest interrupted
+    run of `config.accounts` (its own config, not this one)."""
+    if resume:
+        work, saved = RunFolder.partial(tuple(config.accounts))
+        config = TrainConfig.from_dict(saved["config"])
+        dest = Destination(work, Path(saved["final_dir"]), resume=True)
+    else:
+        final = output or RunFolder.new(config.accounts).path
+        if final.exists():
+            raise InputError(f"{final} already exists: choose another output folder")
+        dest = Destination(RunFolder(final).partial_path, final)
+    hooks = Hooks(on_event or ignore, callbacks, stop or threading.Event())
+    metrics, run_dir = _run(config, store, dest, hooks)
+    assert run_dir is not None
+    return RunResult(run_dir, metrics)
+
+
+def train_trial(
+    config: TrainConfig,
+    store: Store | None = None,
+    on_event: EventHandler | None = None,
+    *,
+    callbacks: Sequence[TrainerCallback] = (),
+    stop: threading.Event | None = None,
+) -> Metrics:
+    """Train and evaluate as `train` does, keeping nothing: a sweep's trial. Returns the metrics."""
+    work = Path(tempfile.mkdtemp(prefix="tweetlm-trial-"))
+    hooks = Hooks(on_event or ignore, callbacks, stop or threading.Event())
+    try:
+        metrics, _ = _run(config, store, Destination(work, None), hooks)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return metrics
+
+
+def _run(config: TrainConfig, store: Store | None, dest: Destination, hooks: Hooks) -> tuple[Metrics, Path | None]:
+    with _opened(store) as opened:
+        datasets = load_datasets(opened, config.accounts, hooks.emit)
+    with _torch_threads(config.threads):
+        return _train(config, datasets, dest, hooks)
+
+
+def _train(
+    config: TrainConfig, datasets: dict[str, Dataset], dest: Destination, hooks: Hooks
+) -> tuple[Metrics, Path | None]:
+    started = time.monotonic()
+    splits = {account: split_posts(ds.texts, config.seed) for account, ds in datasets.items()}
+    base = resolve_base_model(config.base_model)
+    precision = resolve_precision(config.precision)
+    hooks.emit(Loading(base.name, precision))
+    model, tokenizer = build_model(config, base, precision)
+    data = build_data(config, splits, tokenizer)
+    dest.work.mkdir(parents=True, exist_ok=True)
+    if not dest.resume and not dest.trial:
+        paths.write_json(
+            dest.work / RESUME_FILE,
+            {"config": config.to_dict(), "final_dir": str(dest.final), "tweetlm": __version__},
+        )
+    args = training_arguments(config, dest, data, precision)
+    # Sample predictions go to the run folder or a tracker: a trial that keeps neither skips them.
+    keeps_samples = not dest.trial or bool(parse_report_to(config.report_to))
+    predictions = [prediction_callback(config.to_dict(), datasets, splits, dest.work)] if keeps_samples else []
+    trainer = make_trainer(model, tokenizer, args, data, config, hooks, [*predictions, *hooks.callbacks])
+    fit(trainer, dest, hooks, config.accounts)
+    metrics = measure(trainer, data, dest, time.monotonic() - started)
+    run_dir = None
+    if dest.final is not None:
+        run_dir = save_run(
+            _plain_model(trainer.model), tokenizer, config, base, precision, datasets, splits, data, metrics, dest
+        )
+    hooks.emit(Done(str(run_dir) if run_dir else None, metrics))
+    return metrics, run_dir
+
+
+@contextmanager
+def _opened(store: Store | None) -> Iterator[Store]:
+    """`store`, or the default store, opened for the block and closed after it."""
+    if store is not None:
+        yield store
+        return
+    with Store() as own:
+        yield own
+
+
+@contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
     import torch
 
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()) or bool(
-        getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-    )
+    before = torch.get_num_threads()
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
-def resolve_precision(precision: str) -> str:
-    """`auto` is bf16 where the GPU or CPU supports it, else fp32 (said once, in the log)."""
-    if precision == "fp32":
-        return "fp32"
-    supported = bf16_supported()
-    if precision != "auto" and not supported:
-        raise InputError(f"--precision {precision}: this machine has no bf16 support; use --precision fp32")
-    if precision == "auto" and not supported:
-        _say_fp32()
-    return precision if precision != "auto" else "bf16" if supported else "fp32"
-
-
-@functools.cache
-def _say_fp32() -> None:
-    log.warning("this machine has no bf16 support: computing in fp32, which is slower")
-
-
-def run_name(accounts: tuple[str, ...]) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    safe = "+".join(a.replace("/", "_").replace("@", "_") for a in accounts)
-    return f"{safe}-{stamp}"
-
-
-def _new_run_dir(accounts: tuple[str, ...]) -> Path:
-    """runs/<accounts>-<time>, with -2, -3, ... when a run of the same accounts started in the same second."""
-    base = paths.runs_dir() / run_name(accounts)
-    candidate, n = base, 1
-    while candidate.exists() or (candidate.parent / f".{candidate.name}.partial").exists():
-        n += 1
-        candidate = base.with_name(f"{base.name}-{n}")
-    return candidate
+# ---- the steps of a run ----------------------------------------------------------------------------
 
 
 def load_datasets(store: Store, accounts: tuple[str, ...], on_event: EventHandler) -> dict[str, Dataset]:
@@ -209,7 +332,7 @@ def load_datasets(store: Store, accounts: tuple[str, ...], on_event: EventHandle
         dataset = store.dataset(account)
         if dataset is None:
             dataset, report = curate_account(store, account, CurateConfig())
-            on_event({"type": "curated", "account": account, "report": report.to_dict(), "hash": dataset.hash})
+            on_event(Curated(account, report.to_dict(), dataset.hash))
         if warning := mixed_languages(dataset):
             log.warning(warning)
         datasets[account] = dataset
@@ -223,7 +346,7 @@ def prepare_model(model: PreTrainedModel, config: TrainConfig) -> PreTrainedMode
     `freeze_layers`); returns the model to train."""
     layers = _decoder_layers(model)
     if config.freeze_layers > len(layers):
-        raise InputError(f"--freeze-layers {config.freeze_layers}: the model has only {len(layers)} layers")
+        raise InputError(f"freeze_layers={config.freeze_layers}: the model has only {len(layers)} layers")
     if not config.lora_rank:
         freeze_lower_layers(model, config.freeze_layers, config.freeze_embeddings)
         return model
@@ -257,7 +380,7 @@ def freeze_lower_layers(model: PreTrainedModel, n_layers: int, embeddings: bool 
     """
     layers = _decoder_layers(model)
     if n_layers > len(layers):
-        raise InputError(f"--freeze-layers {n_layers}: the model has only {len(layers)} layers")
+        raise InputError(f"freeze_layers={n_layers}: the model has only {len(layers)} layers")
     embed = model.get_input_embeddings()
     if n_layers or embeddings:
         embed.requires_grad_(False)
@@ -282,104 +405,14 @@ def _decoder_layers(model: PreTrainedModel) -> list[Any]:
     raise InputError("cannot find the model's layers to freeze")
 
 
-def _find_partial(accounts: tuple[str, ...]) -> Path:
-    prefix = "+".join(a.replace("/", "_").replace("@", "_") for a in accounts) + "-"
-    candidates = sorted(
-        (p for p in paths.runs_dir().glob(".*.partial") if p.name[1:].startswith(prefix)),
-        key=lambda p: p.stat().st_mtime,
-    )
-    for candidate in reversed(candidates):
-        if any((candidate / "checkpoints").glob("checkpoint-*")) and (candidate / CONFIG_FILE).is_file():
-            return candidate
-    raise InputError(f"no interrupted run of {', '.join(accounts)} to resume in {paths.runs_dir()}")
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def train(
-    config: TrainConfig,
-    store: Store | None = None,
-    on_event: EventHandler | None = None,
-    output: Path | None = None,
-    resume: bool = False,
-    *,
-    callbacks: Sequence[TrainerCallback] = (),
-    stop: threading.Event | None = None,
-    save_model: bool = True,
-) -> RunResult:
-    """Train and write the run folder; returns its path and metrics.
-
-    `callbacks` are extra HF TrainerCallbacks (trackers, sweep pruners); setting `stop` stops the run
-    like Ctrl-C does (a checkpoint, then TrainingInterrupted); `save_model=False` trains and evaluates
-    but writes nothing that lasts (no checkpoints, no run folder).
-    """
-    emit = on_event or (lambda event: None)
-    own_store = store is None
-    store = store or Store()
-    try:
-        if resume:
-            partial = _find_partial(tuple(config.accounts))
-            saved = json.loads((partial / CONFIG_FILE).read_text())
-            config = TrainConfig.from_dict(saved["config"])
-            final_dir = Path(saved["final_dir"])
-        elif not save_model:
-            final_dir = partial = Path(tempfile.mkdtemp(prefix="tweetlm-trial-"))
-        else:
-            final_dir = output or _new_run_dir(config.accounts)
-            if final_dir.exists():
-                raise InputError(f"{final_dir} already exists: choose another --output")
-            partial = final_dir.parent / f".{final_dir.name}.partial"
-        datasets = load_datasets(store, config.accounts, emit)
-    finally:
-        if own_store:
-            store.close()
-    hooks = _Hooks(emit, list(callbacks), stop or threading.Event(), save_model)
-    import torch
-
-    threads = torch.get_num_threads()
-    try:
-        if config.threads:
-            torch.set_num_threads(config.threads)
-        return _train(config, datasets, partial, final_dir, hooks, resume)
-    finally:
-        torch.set_num_threads(threads)
-        if not save_model:
-            shutil.rmtree(partial, ignore_errors=True)
-
-
-@dataclass
-class _Hooks:
-    emit: EventHandler
-    callbacks: list[TrainerCallback]
-    stop: threading.Event
-    save_model: bool
-
-
-def _train(
-    config: TrainConfig,
-    datasets: dict[str, Dataset],
-    partial: Path,
-    final_dir: Path,
-    hooks: _Hooks,
-    resume: bool,
-) -> RunResult:
+def build_model(
+    config: TrainConfig, base: BaseModel, precision: str
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load the tokenizer and the model in the run's precision, pick the attention kernel, then freeze
+    layers or add LoRA adapters (`prepare_model`)."""
     import torch
     import transformers
-    from transformers import Trainer, TrainerCallback, TrainingArguments
-    from transformers.trainer_callback import PrinterCallback
 
-    from tweetlm.optim import MasterAdamW
-
-    started = time.monotonic()
-    emit = hooks.emit
-    splits = {account: split_posts(ds.texts, config.seed) for account, ds in datasets.items()}
-    base = resolve_base_model(config.base_model)
-    precision = resolve_precision(config.precision)
-    emit({"type": "loading", "base_model": base.name, "precision": precision})
     tokenizer = load_tokenizer(base.path)
     transformers.set_seed(config.seed)
     model = load_model(base.path, dtype=torch.bfloat16 if precision == "bf16" else None)
@@ -387,117 +420,52 @@ def _train(
         model.set_attn_implementation("eager")  # on CPU, faster than sdpa's backward for post-sized rows
     elif config.attention == "sdpa":
         model.set_attn_implementation("sdpa")
-    model = prepare_model(model, config)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return prepare_model(model, config), tokenizer
 
-    accounts = list(splits)
+
+def build_data(config: TrainConfig, splits: dict[str, Split], tokenizer: PreTrainedTokenizerBase) -> TrainData:
+    """Encode each account's posts, balance the accounts, and plan the epochs' batches."""
+    from tweetlm.trainer import TrainData
+
     train_seqs: list[list[int]] = []
     groups: list[int] = []
     val_seqs: list[list[int]] = []
-    for index, account in enumerate(accounts):
-        seqs = encode_posts(tokenizer, splits[account].train, config.max_length)
+    for index, split in enumerate(splits.values()):
+        seqs = encode_posts(tokenizer, split.train, config.max_length)
         train_seqs += seqs
         groups += [index] * len(seqs)
-        val_seqs += encode_posts(tokenizer, splits[account].validation, config.max_length)
-    mix = balance({a: len(splits[a].train) for a in accounts})
-    train_set = PostDataset(train_seqs, groups)
-    val_set = PostDataset(val_seqs)
+        val_seqs += encode_posts(tokenizer, split.validation, config.max_length)
+    mix = balance({a: len(s.train) for a, s in splits.items()})
     sampler = EpochBatches(
         [len(s) for s in train_seqs],
         groups,
-        [mix.per_epoch[a] for a in accounts],
+        [mix.per_epoch[a] for a in splits],
         config.batch_size,
         config.seed,
         config.group_by_length,
         config.batch_tokens,
     )
-    steps_per_epoch = max(1, math.ceil(len(sampler) / config.grad_accum))
-    tokens_per_epoch = sum(len(train_seqs[i]) for batch in sampler.batches(0) for i in batch)
+    return TrainData(
+        train_set=PostDataset(train_seqs, groups),
+        val_set=PostDataset(val_seqs),
+        sampler=sampler,
+        mix=mix.to_dict(),
+        pad_id=tokenizer.pad_token_id,
+        batch_size=config.batch_size,
+        packing_length=config.max_length if config.packing else None,
+        steps_per_epoch=max(1, math.ceil(len(sampler) / config.grad_accum)),
+        tokens_per_epoch=sum(len(train_seqs[i]) for batch in sampler.batches(0) for i in batch),
+    )
 
-    partial.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        _write_json(
-            partial / CONFIG_FILE,
-            {"config": config.to_dict(), "final_dir": str(final_dir), "tweetlm": __version__},
-        )
-    pad_id = tokenizer.pad_token_id
 
-    def collate_train(batch: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
-        return pack(batch, pad_id, config.max_length) if config.packing else collate(batch, pad_id)
+def training_arguments(config: TrainConfig, dest: Destination, data: TrainData, precision: str) -> TrainingArguments:
+    """The HF TrainingArguments of a run: an evaluation each epoch (and before training), a checkpoint
+    each epoch and the best epoch kept (a trial keeps no checkpoint)."""
+    import torch
+    from transformers import TrainingArguments
 
-    class Tweetlm(Trainer):
-        def get_train_dataloader(self) -> torch.utils.data.DataLoader:
-            loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, collate_fn=collate_train)
-            return self.accelerator.prepare(loader)
-
-        def get_eval_dataloader(self, eval_dataset: Any = None) -> torch.utils.data.DataLoader:
-            order = sorted(range(len(val_set)), key=lambda i: len(val_set.sequences[i]))
-            batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
-            loader = torch.utils.data.DataLoader(
-                val_set, batch_sampler=batches, collate_fn=lambda b: collate(b, pad_id)
-            )
-            return self.accelerator.prepare(loader)
-
-    interrupted = hooks.stop
-    history: list[dict[str, Any]] = []
-
-    class Control(TrainerCallback):
-        """Progress events, the --max-minutes cap and Ctrl-C."""
-
-        def __init__(self) -> None:
-            self.t0 = time.monotonic()
-            self.step0: int | None = None
-
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            self.step0 = state.global_step
-            emit(
-                {
-                    "type": "start",
-                    "total_steps": state.max_steps,
-                    "step": state.global_step,
-                    "steps_per_epoch": steps_per_epoch,
-                    "tokens_per_epoch": tokens_per_epoch,
-                }
-            )
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            elapsed = time.monotonic() - self.t0
-            done = state.global_step - (self.step0 or 0)
-            left = (state.max_steps - state.global_step) * elapsed / max(done, 1)
-            timed_out = config.max_minutes is not None and elapsed > config.max_minutes * 60
-            if timed_out or interrupted.is_set():
-                # The Trainer then ends the epoch early, which evaluates and saves a checkpoint.
-                control.should_training_stop = True
-            emit(
-                {
-                    "type": "step",
-                    "step": state.global_step,
-                    "total_steps": state.max_steps,
-                    "epoch": state.epoch,
-                    "elapsed": elapsed,
-                    "eta": left,
-                    "tokens_per_s": tokens_per_epoch * done / steps_per_epoch / max(elapsed, 1e-9),
-                    "loss": next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None),
-                }
-            )
-
-        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float], **kw: Any) -> None:
-            loss = metrics["eval_loss"]
-            record = {
-                "step": state.global_step,
-                "epoch": state.epoch or 0.0,
-                "eval_loss": loss,
-                "perplexity": math.exp(min(loss, 50)),
-            }
-            history.append(record)
-            emit({"type": "eval", **record})
-
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float], **kw: Any) -> None:
-            if "loss" in logs:
-                emit({"type": "log", "step": state.global_step, **logs})
-
-    args = TrainingArguments(
-        output_dir=str(partial / "checkpoints"),
+    return TrainingArguments(
+        output_dir=str(dest.work / CHECKPOINTS),
         num_train_epochs=config.epochs,
         max_steps=config.max_steps or -1,
         learning_rate=config.lora_learning_rate if config.lora_rank else config.learning_rate,
@@ -508,15 +476,15 @@ def _train(
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size,
         eval_strategy="epoch",
-        save_strategy="epoch" if hooks.save_model else "no",
-        eval_on_start=not resume,
-        load_best_model_at_end=hooks.save_model,
+        save_strategy="no" if dest.trial else "epoch",
+        eval_on_start=not dest.resume,
+        load_best_model_at_end=not dest.trial,
         metric_for_best_model="eval_loss",
         greater_is_better=False,
         save_total_limit=1,
-        logging_steps=max(1, min(10, steps_per_epoch // 4)),
+        logging_steps=max(1, min(10, data.steps_per_epoch // 4)),
         **tracker_args(config.report_to),
-        run_name=final_dir.name,
+        run_name=dest.name,
         bf16=precision == "amp",  # autocast; "bf16" computes in bf16 weights, updated by MasterAdamW
         torch_compile=config.compile,
         seed=config.seed,
@@ -527,88 +495,185 @@ def _train(
         use_cpu=not torch.cuda.is_available(),
         average_tokens_across_devices=False,
     )
-    # Sample predictions go to the run folder or a tracker: a sweep trial that keeps neither skips them.
-    keeps_samples = hooks.save_model or bool(parse_report_to(config.report_to))
-    predictions = [prediction_callback(config, datasets, splits, partial)] if keeps_samples else []
-    trainer = Tweetlm(
+
+
+def make_trainer(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    args: TrainingArguments,
+    data: TrainData,
+    config: TrainConfig,
+    hooks: Hooks,
+    callbacks: list[TrainerCallback],
+) -> TweetlmTrainer:
+    """The Trainer, with MasterAdamW, tweetlm's progress callback and the given ones (no printed logs)."""
+    from transformers.trainer_callback import PrinterCallback
+
+    from tweetlm.optim import MasterAdamW
+    from tweetlm.trainer import Control, TweetlmTrainer
+
+    optimizer = {"lr": args.learning_rate, "betas": (args.adam_beta1, args.adam_beta2), "eps": args.adam_epsilon}
+    trainer = TweetlmTrainer(
         model=model,
         args=args,
-        train_dataset=train_set,
-        eval_dataset=val_set,
+        data=data,
+        train_dataset=data.train_set,
+        eval_dataset=data.val_set,
         processing_class=tokenizer,
-        data_collator=lambda b: collate(b, pad_id),
-        optimizer_cls_and_kwargs=(
-            MasterAdamW,
-            {
-                "lr": args.learning_rate,
-                "betas": (args.adam_beta1, args.adam_beta2),
-                "eps": args.adam_epsilon,
-                "fused": True,
-            },
-        ),
-        callbacks=[Control(), *predictions, *hooks.callbacks],
+        data_collator=data.collate_eval,
+        optimizer_cls_and_kwargs=(MasterAdamW, {**optimizer, "fused": True}),
+        callbacks=[Control(hooks.emit, hooks.stop, data, config.max_minutes), *callbacks],
     )
     trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def fit(trainer: TweetlmTrainer, dest: Destination, hooks: Hooks, accounts: tuple[str, ...]) -> None:
+    """Run the Trainer: Ctrl-C stops after the step (a checkpoint, then TrainingInterrupted; twice
+    aborts), and out-of-memory or a full disk become TrainingErrors that say what to change."""
+    import torch
 
     def on_sigint(signum: int, frame: Any) -> None:
-        if interrupted.is_set():
+        if hooks.stop.is_set():
             raise KeyboardInterrupt
-        interrupted.set()
-        emit(
-            {"type": "interrupt", "message": "stopping after this step and saving a checkpoint (Ctrl-C again to abort)"}
-        )
+        hooks.stop.set()
+        hooks.emit(Interrupting("stopping after this step and saving a checkpoint (Ctrl-C again to abort)"))
 
     previous = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
     trainer_log = logging.getLogger("transformers.trainer")
     trainer_log.addFilter(_tied_head_notice)
     try:
         with quiet_progress():  # checkpoints and the best epoch's reload would flash bars under tweetlm's
-            trainer.train(resume_from_checkpoint=True if resume else None)
+            trainer.train(resume_from_checkpoint=True if dest.resume else None)
     except torch.OutOfMemoryError as exc:  # type: ignore[attr-defined]
-        raise TrainingError(f"out of memory ({exc}): lower --batch-size or --max-length") from exc
+        raise TrainingError(f"out of memory ({exc}): lower batch_size or max_length") from exc
     except OSError as exc:
         if exc.errno == 28:
-            raise TrainingError(f"disk full while writing {partial}: free space or lower --keep-checkpoints") from exc
+            raise TrainingError(f"disk full while writing {dest.work}: free space or drop keep_checkpoints") from exc
         raise
     finally:
         trainer_log.removeFilter(_tied_head_notice)
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-    if interrupted.is_set():
-        raise TrainingInterrupted(partial, trainer.state.global_step, config.accounts)
+    if hooks.stop.is_set():
+        raise TrainingInterrupted(dest.work, trainer.state.global_step, accounts)
 
-    evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+
+def measure(trainer: TweetlmTrainer, data: TrainData, dest: Destination, seconds: float) -> Metrics:
+    """The run's metrics from the Trainer's log: the loss before training and of the best epoch kept."""
+    log_history = trainer.state.log_history
+    evals = [h for h in log_history if "eval_loss" in h]
     if not evals or any(math.isnan(h["eval_loss"]) for h in evals[-1:]):
-        raise TrainingError("validation loss is NaN: lower --learning-rate (or use --precision fp32)")
-    before = evals[0]["eval_loss"] if not resume else _first_eval(partial)
+        raise TrainingError("validation loss is NaN: lower learning_rate (or use precision fp32)")
+    before = evals[0]["eval_loss"] if not dest.resume else _first_eval(dest.work)
     # The model kept is the best checkpoint, and checkpoints are taken after training steps only.
     best = min((h["eval_loss"] for h in evals if h.get("step", 0) > 0), default=before)
-    metrics = {
-        "eval_loss_before": before,
-        "perplexity_before": math.exp(min(before, 50)),
-        "eval_loss_after": best,
-        "perplexity_after": math.exp(min(best, 50)),
-        "steps": trainer.state.global_step,
-        "epochs_completed": trainer.state.epoch,
-        "train_seconds": time.monotonic() - started,
-        "tokens_per_epoch": tokens_per_epoch,
-        "train_posts": len(train_seqs),
-        "validation_posts": len(val_seqs),
-        "trainable_parameters": trainable,
-        "history": [
+    model = trainer.model
+    return Metrics(
+        eval_loss_before=before,
+        perplexity_before=math.exp(min(before, 50)),
+        eval_loss_after=best,
+        perplexity_after=math.exp(min(best, 50)),
+        steps=trainer.state.global_step,
+        epochs_completed=trainer.state.epoch,
+        train_seconds=seconds,
+        tokens_per_epoch=data.tokens_per_epoch,
+        train_posts=len(data.train_set),
+        validation_posts=len(data.val_set),
+        trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        history=[
             {k: v for k, v in h.items() if k in ("step", "epoch", "loss", "eval_loss", "learning_rate")}
-            for h in trainer.state.log_history
+            for h in log_history
         ],
-    }
-    if not hooks.save_model:
-        emit({"type": "done", "run_dir": None, "metrics": metrics})
-        return RunResult(None, metrics)
-    plain = _plain_model(trainer.model)
-    run = _finish(
-        plain, tokenizer, config, base, precision, datasets, splits, mix.to_dict(), metrics, partial, final_dir
     )
-    emit({"type": "done", "run_dir": str(run), "metrics": metrics})
-    return RunResult(run, metrics)
+
+
+def save_run(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    config: TrainConfig,
+    base: BaseModel,
+    precision: str,
+    datasets: dict[str, Dataset],
+    splits: dict[str, Split],
+    data: TrainData,
+    metrics: Metrics,
+    dest: Destination,
+) -> Path:
+    """Write the model, tokenizer, generation config, run.json, posts.json and the card into the work
+    folder; then rename it into place."""
+    from transformers import GenerationConfig
+
+    from tweetlm.card import write_card
+
+    assert dest.final is not None
+    for param in model.parameters():
+        param.requires_grad_(True)
+    model.config.use_cache = True
+    model.generation_config = GenerationConfig(**generation_config(tokenizer))
+    with quiet_progress():
+        model.save_pretrained(dest.work)
+    tokenizer.save_pretrained(dest.work)
+    folder = RunFolder(dest.work)
+    info = run_info(config, base, precision, datasets, splits, data.mix, metrics, tokenizer.eos_token)
+    folder.write(info)
+    folder.write_posts(RunPosts({a: s.train for a, s in splits.items()}, {a: s.validation for a, s in splits.items()}))
+    write_card(dest.work, info, name=dest.final.name)
+    if not config.keep_checkpoints:
+        shutil.rmtree(dest.work / CHECKPOINTS, ignore_errors=True)
+    (dest.work / RESUME_FILE).unlink(missing_ok=True)
+    if dest.final.exists():
+        raise InputError(f"{dest.final} appeared while training: the run is kept in {dest.work}")
+    os.replace(dest.work, dest.final)
+    return dest.final
+
+
+def run_info(
+    config: TrainConfig,
+    base: BaseModel,
+    precision: str,
+    datasets: dict[str, Dataset],
+    splits: dict[str, Split],
+    mix: dict[str, Any],
+    metrics: Metrics,
+    eos_token: str,
+) -> RunInfo:
+    """What run.json records of a finished run."""
+    import torch
+    import transformers
+
+    return RunInfo(
+        tweetlm=__version__,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        accounts=list(datasets),
+        base_model=BaseModelInfo(base.name, base.path, base.embedded),
+        config=config.to_dict(),
+        precision=precision,
+        versions={
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "python": ".".join(map(str, sys.version_info[:3])),
+        },
+        data={
+            "hash": data_hash(splits),
+            "datasets": {
+                a: {
+                    "hash": ds.hash,
+                    "rules": ds.rules,
+                    "report": ds.report,
+                    "train_posts": len(splits[a].train),
+                    "validation_posts": len(splits[a].validation),
+                }
+                for a, ds in datasets.items()
+            },
+            "mix": mix,
+        },
+        eos_token=eos_token,
+        metrics=metrics,
+    )
+
+
+# ---- helpers ---------------------------------------------------------------------------------------
 
 
 def _tied_head_notice(record: logging.LogRecord) -> bool:
@@ -625,7 +690,9 @@ def _plain_model(model: PreTrainedModel) -> PreTrainedModel:
 
 
 def _first_eval(partial: Path) -> float:
-    for state_file in sorted((partial / "checkpoints").glob("checkpoint-*/trainer_state.json")):
+    import json
+
+    for state_file in sorted((partial / CHECKPOINTS).glob("checkpoint-*/trainer_state.json")):
         for entry in json.loads(state_file.read_text())["log_history"]:
             if "eval_loss" in entry:
                 return float(entry["eval_loss"])
@@ -633,123 +700,4 @@ def _first_eval(partial: Path) -> float:
 
 
 def _main_thread() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()
-
-
-def generation_defaults(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
-    return {
-        "do_sample": True,
-        "temperature": 1.0,
-        "top_p": 0.95,
-        "top_k": 0,
-        "max_new_tokens": 96,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-        "bos_token_id": tokenizer.eos_token_id,
-    }
-
-
-def _finish(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    config: TrainConfig,
-    base: BaseModel,
-    precision: str,
-    datasets: dict[str, Dataset],
-    splits: dict[str, Split],
-    mix: dict[str, Any],
-    metrics: dict[str, Any],
-    partial: Path,
-    final_dir: Path,
-) -> Path:
-    """Write the model, tokenizer, generation config, card and run.json; then rename into place."""
-    import torch
-    import transformers
-    from transformers import GenerationConfig
-
-    from tweetlm.card import write_card
-
-    for param in model.parameters():
-        param.requires_grad_(True)
-    model.config.use_cache = True
-    model.generation_config = GenerationConfig(**generation_defaults(tokenizer))
-    with quiet_progress():
-        model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    run = {
-        "tweetlm": __version__,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "accounts": list(datasets),
-        "base_model": {"name": base.name, "path": base.path, "embedded": base.embedded},
-        "config": config.to_dict(),
-        "precision": precision,
-        "versions": {
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "python": ".".join(map(str, __import__("sys").version_info[:3])),
-        },
-        "data": {
-            "hash": data_hash(splits),
-            "datasets": {
-                a: {
-                    "hash": ds.hash,
-                    "rules": ds.rules,
-                    "report": ds.report,
-                    "train_posts": len(splits[a].train),
-                    "validation_posts": len(splits[a].validation),
-                }
-                for a, ds in datasets.items()
-            },
-            "mix": mix,
-        },
-        "eos_token": tokenizer.eos_token,
-        "metrics": metrics,
-    }
-    _write_json(partial / RUN_FILE, run)
-    _write_json(
-        partial / POSTS_FILE,
-        {"train": {a: s.train for a, s in splits.items()}, "validation": {a: s.validation for a, s in splits.items()}},
-    )
-    write_card(partial, run, name=final_dir.name)
-    if not config.keep_checkpoints:
-        shutil.rmtree(partial / "checkpoints", ignore_errors=True)
-    (partial / CONFIG_FILE).unlink(missing_ok=True)
-    if final_dir.exists():
-        raise InputError(f"{final_dir} appeared while training: the run is kept in {partial}")
-    os.replace(partial, final_dir)
-    return final_dir
-
-
-def latest_run(account: str) -> Path:
-    """The newest finished run that trained on `account` (case-insensitive)."""
-    runs = []
-    for run_json in paths.runs_dir().glob(f"*/{RUN_FILE}"):
-        try:
-            accounts = json.loads(run_json.read_text())["accounts"]
-        except (ValueError, KeyError):
-            continue
-        if any(a.lower() == account.lstrip("@").lower() for a in accounts):
-            runs.append(run_json.parent)
-    if not runs:
-        raise NoDataError(f"no finished run for {account!r} in {paths.runs_dir()}: run `tweetlm train {account}`")
-    return max(runs, key=lambda p: (p / RUN_FILE).stat().st_mtime)
-
-
-def resolve_run(name: str) -> Path:
-    """A run folder, given its path, its folder name under runs/, or an account (its latest run)."""
-    path = Path(name).expanduser()
-    for candidate in (path, paths.runs_dir() / name):
-        if candidate.is_dir():
-            if not (candidate / RUN_FILE).is_file():
-                raise InputError(f"{candidate} is not a tweetlm run (no {RUN_FILE}): give a run folder or an account")
-            return candidate
-    return latest_run(name)
-
-
-def read_run(run_dir: Path) -> dict[str, Any]:
-    try:
-        return dict(json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8")))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{run_dir} is not a readable tweetlm run ({exc})") from exc

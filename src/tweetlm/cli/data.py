@@ -101,7 +101,12 @@ def _readable(path: Path) -> bool:
 
 @app.command("accounts", rich_help_panel="Data")
 def accounts() -> None:
-    """List the accounts in the store: platform, posts, last import, latest curated dataset."""
+    """List the accounts in the store: platform, posts, last import, latest curated dataset.
+
+    Example:
+
+      tweetlm accounts
+    """
     with Store() as store:
         rows = store.accounts()
         datasets = {a.account: store.dataset(a.account, with_posts=False) for a in rows}

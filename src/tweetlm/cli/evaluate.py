@@ -11,24 +11,18 @@ from rich import box
 from rich.table import Table
 
 from tweetlm.cli.app import app, console, err_console
+from tweetlm.cli.options import config_options
+from tweetlm.evaluate import EvalConfig
 
 PANEL = "Measure"
 
 
 @app.command("eval", rich_help_panel=PANEL)
+@config_options(EvalConfig)
 def eval_cmd(
     run: str = typer.Argument(..., help="A run folder, its name, or an account (its latest run)."),
-    n: int = typer.Option(100, "-n", "--num", help="Posts to generate with each model."),
-    seed: int = typer.Option(0, "--seed", help="Seed of sampling, subsampling and the classifier (recorded)."),
-    copy_run: int = typer.Option(8, "--copy-run", help="Shared words in a row that make a near copy."),
-    max_new_tokens: int = typer.Option(96, "--max-new-tokens", help="Tokens to sample per post at most."),
-    min_other: int = typer.Option(
-        3, "--min-other-accounts", min=0, help="Other accounts the voice check needs in the store to contrast with."
-    ),
-    contrast_run: str | None = typer.Option(
-        None, "--contrast-run", help="A run fine-tuned on another account: how much of its output is attributed."
-    ),
     as_json: bool = typer.Option(False, "--json", help="Print eval.json instead of the table."),
+    options: dict[str, Any] | None = None,
 ) -> None:
     """Measure a run against its untouched base model: validation loss, copying, diversity, shape, voice.
 
@@ -45,18 +39,11 @@ def eval_cmd(
     The voice check needs at least 3 other accounts in the store (--min-other-accounts): against a single
     one, telling the account apart is too easy to mean anything.
     """
-    from tweetlm.evaluate import EvalConfig, evaluate_run
-    from tweetlm.train import resolve_run
+    from tweetlm.evaluate import evaluate_run
+    from tweetlm.runs import RunFolder
 
-    config = EvalConfig(
-        n=n,
-        seed=seed,
-        copy_run=copy_run,
-        max_new_tokens=max_new_tokens,
-        min_other_accounts=min_other,
-        contrast_run=contrast_run,
-    )
-    run_dir = resolve_run(run)
+    config = EvalConfig(**(options or {}))
+    run_dir = RunFolder.resolve(run).path
     with console.status("evaluating") as status:
         result = evaluate_run(run_dir, config, progress=lambda message: status.update(message))
     if as_json:
@@ -102,9 +89,9 @@ def compare_cmd(
       tweetlm compare runs/a-20240101-120000 runs/a-20240102-090000 -o lr.png
     """
     from tweetlm.report import comparison_rows, load_runs, plot_validation_losses, write_png
-    from tweetlm.train import resolve_run
+    from tweetlm.runs import RunFolder
 
-    loaded = load_runs([resolve_run(r) for r in runs])
+    loaded = load_runs([RunFolder.resolve(r).path for r in runs])
     rows = comparison_rows(loaded)
     path = write_png(output, plot_validation_losses([(run_dir.name, run) for run_dir, run in loaded]))
 
@@ -152,9 +139,9 @@ def report_cmd(
       tweetlm report BarackObama
     """
     from tweetlm.report import write_report
-    from tweetlm.train import resolve_run
+    from tweetlm.runs import RunFolder
 
-    path = write_report(resolve_run(run))
+    path = write_report(RunFolder.resolve(run).path)
     console.print(f"report: [bold]{path}[/]")
 
 
@@ -163,7 +150,14 @@ def dashboard_cmd(
     port: int | None = typer.Option(None, "--port", help="Port of the dashboard (default: trackio's)."),
     open_browser: bool = typer.Option(True, "--open/--no-open", help="Open it in the browser."),
 ) -> None:
-    """Open the trackio dashboard of tracked training runs (kept locally in TWEETLM_HOME/trackio)."""
+    """Open the trackio dashboard of tracked training runs (kept locally in TWEETLM_HOME/trackio).
+
+    Examples:
+
+      tweetlm dashboard
+
+      tweetlm dashboard --port 7861 --no-open
+    """
     import importlib.util
 
     from tweetlm.errors import InputError

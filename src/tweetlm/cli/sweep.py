@@ -11,11 +11,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from tweetlm.cli.app import app, console, err_console, given_options
+from tweetlm.cli.options import config_options
+from tweetlm.events import Event, StudyOpened, TrainingAccount, TrialEnded, TrialStarted, Waiting
+from tweetlm.train import TrainConfig
 
 if TYPE_CHECKING:
     from rich.status import Status
 
-    from tweetlm.train import Event, TrainConfig
 
 SWEEP_PANEL = "Sweeps"
 STORAGE_HELP = (
@@ -42,42 +44,44 @@ class SweepDisplay:
         self.status: Status | None = None
 
     def __call__(self, event: Event) -> None:
-        kind = event["type"]
-        if kind == "study":
-            console.print(
-                f"study [bold]{event['study']}[/] in {event['storage']}: {event['done']} of {event['n_trials']} "
-                f"trials taken; objective: {event['objective']}",
-                highlight=False,
-            )
-            table = Table("setting", "searched over", title="search space", title_justify="left")
-            for name, dim in event["space"]["search"].items():
-                if "choices" in dim:
-                    over = " / ".join(_value(c) for c in dim["choices"])
-                else:
-                    over = f"{_value(dim['low'])} .. {_value(dim['high'])}" + (" (log)" if dim["log"] else "")
-                table.add_row(name, over)
-            for name, value in event["space"]["fixed"].items():
-                table.add_row(name, f"{_value(value)} (fixed)")
-            console.print(table)
-        elif kind == "trial_start":
-            self.stop()
-            self.status = console.status(f"trial {event['number']}: {escape(_params(event['params']))}")
-            self.status.start()
-        elif kind == "account" and self.status is not None:
-            self.status.update(
-                f"trial {event['number']}: training {event['account']} ({event['index'] + 1}/{event['of']})"
-            )
-        elif kind == "trial_end":
-            self.stop()
-            console.print(trial_line(event), highlight=False, soft_wrap=True)
-        elif kind == "waiting":
-            self.stop()
-            console.print(f"waiting for {event['running']} trial(s) running on other workers", style="dim")
+        match event:
+            case StudyOpened():
+                console.print(
+                    f"study [bold]{event.study}[/] in {event.storage}: {event.done} of {event.n_trials} "
+                    f"trials taken; objective: {event.objective}",
+                    highlight=False,
+                )
+                console.print(space_table(event.space))
+            case TrialStarted():
+                self.stop()
+                self.status = console.status(f"trial {event.number}: {escape(_params(event.params))}")
+                self.status.start()
+            case TrainingAccount() if self.status is not None:
+                self.status.update(f"trial {event.number}: training {event.account} ({event.index + 1}/{event.of})")
+            case TrialEnded():
+                self.stop()
+                console.print(trial_line(event.row), highlight=False, soft_wrap=True)
+            case Waiting():
+                self.stop()
+                console.print(f"waiting for {event.running} trial(s) running on other workers", style="dim")
 
     def stop(self) -> None:
         if self.status is not None:
             self.status.stop()
             self.status = None
+
+
+def space_table(space: dict[str, Any]) -> Table:
+    table = Table("setting", "searched over", title="search space", title_justify="left")
+    for name, dim in space["search"].items():
+        if "choices" in dim:
+            over = " / ".join(_value(c) for c in dim["choices"])
+        else:
+            over = f"{_value(dim['low'])} .. {_value(dim['high'])}" + (" (log)" if dim["log"] else "")
+        table.add_row(name, over)
+    for name, value in space["fixed"].items():
+        table.add_row(name, f"{_value(value)} (fixed)")
+    return table
 
 
 def trial_line(row: dict[str, Any]) -> str:
@@ -98,6 +102,11 @@ def trial_line(row: dict[str, Any]) -> str:
 
 
 @app.command("sweep", rich_help_panel=SWEEP_PANEL)
+@config_options(
+    TrainConfig,
+    ("base_model", "batch_size", "max_length", "precision", "seed", "max_steps"),
+    helps={"max_steps": "Cap each training at this many steps (quick, rough sweeps)."},
+)
 def sweep_cmd(
     accounts: list[str] = typer.Argument(..., help="Accounts: every trial trains one model per account."),
     trials: int = typer.Option(20, "--trials", "-n", help="Trials in the study, shared by all its workers."),
@@ -105,14 +114,6 @@ def sweep_cmd(
     storage: str | None = typer.Option(None, "--storage", envvar=STORAGE_ENV, help=STORAGE_HELP),
     space: Path | None = typer.Option(
         None, "--space", help="TOML/YAML file overriding the search space: ranges, choices or fixed values."
-    ),
-    base_model: str = typer.Option("smollm2", "--base-model", "-m", help="Embedded 'smollm2', an HF id or a folder."),
-    batch_size: int = typer.Option(16, "--batch-size", "-b", help="Posts per batch."),
-    max_length: int = typer.Option(128, "--max-length", help="Tokens per post."),
-    precision: str = typer.Option("auto", "--precision", help="auto, bf16 or fp32."),
-    seed: int = typer.Option(42, "--seed", help="Seed of the train/validation split and the initialisation."),
-    max_steps: int | None = typer.Option(
-        None, "--max-steps", help="Cap each training at this many steps (quick, rough sweeps)."
     ),
     max_minutes: float | None = typer.Option(
         None, "--max-minutes", help="Stop the sweep after this many minutes (the running trial is re-queued)."
@@ -124,6 +125,7 @@ def sweep_cmd(
     heartbeat: int = typer.Option(
         60, "--heartbeat", help="Seconds between worker heartbeats; a trial silent for 3 beats is retried."
     ),
+    options: dict[str, Any] | None = None,
 ) -> None:
     """Search hyperparameters that work for everyone: HuggingTweets' sweep, on Optuna.
 
@@ -140,16 +142,10 @@ def sweep_cmd(
       TWEETLM_SWEEP_STORAGE=postgresql://me:pw@db:5432/sweeps tweetlm sweep alice bob -n 200 --study big
     """
     from tweetlm.sweep import SearchSpace, SweepConfig, run_sweep
-    from tweetlm.train import TrainConfig
 
     base = TrainConfig(
         accounts=tuple(a.lstrip("@") for a in accounts),
-        base_model=base_model,
-        batch_size=batch_size,
-        max_length=max_length,
-        precision=precision,
-        seed=seed,
-        max_steps=max_steps,
+        **(options or {}),
         report_to="none",  # one tracker run per trial and account would drown the tracker
     )
     config = SweepConfig(

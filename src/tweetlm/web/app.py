@@ -11,21 +11,25 @@ against the list of runs, never by a path from the browser.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import threading
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tweetlm import paths
 from tweetlm.curate import CurateConfig, CurationReport, curate_account
-from tweetlm.errors import InputError, TweetlmError
+from tweetlm.errors import InputError, TweetlmError, one_line
 from tweetlm.generate import GenerateConfig, Generator
+from tweetlm.options import option_fields
+from tweetlm.runs import CARD_FILE, RunFolder
+from tweetlm.sampling import MAX_CHARS
 from tweetlm.store import ImportResult, Store, file_hash
-from tweetlm.train import RUN_FILE, TrainConfig, read_run
+from tweetlm.train import TrainConfig
 from tweetlm.web import views
 from tweetlm.web.jobs import DONE, RUNNING, Job, TrainingQueue
 
@@ -51,20 +55,44 @@ class RunView:
     evaluation: str
 
 
+# The train step's fields, in the page's order: each is a TrainConfig option (its default and label).
+TRAIN_FIELDS = (
+    "base_model",
+    "epochs",
+    "learning_rate",
+    "batch_size",
+    "max_minutes",
+    "max_steps",
+    "max_length",
+    "seed",
+    "precision",
+)
+
+
 @dataclass(frozen=True)
 class TrainForm:
-    """The train step's fields as the page sends them (numbers may be None when a box is empty)."""
+    """The train step as the page sends it: the accounts, and TRAIN_FIELDS by name (a number may be None
+    when its box is empty)."""
 
     accounts: list[str]
-    base_model: str
-    epochs: float | None
-    learning_rate: float | None
-    batch_size: float | None
-    max_minutes: float | None
-    max_steps: float | None
-    max_length: float | None
-    seed: float | None
-    precision: str
+    values: dict[str, Any]
+
+    def config(self, accounts: tuple[str, ...]) -> TrainConfig:
+        """The TrainConfig these values give: an empty text is the default; 0 means "no limit" for the
+        optional limits; whole-number settings are rounded as the page shows them."""
+        hints = typing.get_type_hints(TrainConfig)
+        values: dict[str, Any] = {}
+        for f in option_fields(TrainConfig, tuple(self.values)):
+            value, kind = self.values[f.name], hints[f.name]
+            if kind is str:
+                values[f.name] = (value or "").strip() or f.default
+            elif f.default is None:  # a limit: empty or 0 is none
+                values[f.name] = (int(value) if int in typing.get_args(kind) else float(value)) if value else None
+            elif value is None:
+                raise InputError(f"{f.metadata['label']}: type a number")
+            else:
+                values[f.name] = int(value) if kind is int else float(value)
+        return TrainConfig(accounts=accounts, **values)
 
 
 def curate_config(
@@ -108,8 +136,7 @@ def _error_text(exc: Exception) -> str:
     if isinstance(exc, TweetlmError):
         return str(exc)
     log.exception("unexpected error in the web app")
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"unexpected error ({type(exc).__name__}: {first[:300]}); the server log has the details"
+    return f"unexpected error ({one_line(exc)}); the server log has the details"
 
 
 class WebApp:
@@ -296,27 +323,16 @@ class WebApp:
             raise InputError("pick at least one account to imitate (import one in step 1)")
         with Store() as store:
             accounts = tuple(store.resolve_account(a) for a in form.accounts)
-        base = (form.base_model or "").strip() or "smollm2"
-        if Path(base).expanduser().exists():
+        config = form.config(accounts)
+        if Path(config.base_model).expanduser().exists():
             if self.public:
                 raise InputError(
                     "model folders on the server cannot be chosen from a public page: use smollm2 or an HF model id"
                 )
             from tweetlm.models import resolve_base_model
 
-            resolve_base_model(base)  # a folder without a model says so now, not after queueing
-        return TrainConfig(
-            accounts=accounts,
-            base_model=base,
-            epochs=_number(form.epochs, "epochs"),
-            learning_rate=_number(form.learning_rate, "learning rate"),
-            batch_size=int(_number(form.batch_size, "batch size")),
-            max_length=int(_number(form.max_length, "max length")),
-            seed=int(_number(form.seed, "seed")),
-            precision=form.precision,
-            max_minutes=form.max_minutes or None,
-            max_steps=int(form.max_steps) if form.max_steps else None,
-        )
+            resolve_base_model(config.base_model)  # a folder without a model says so now, not after queueing
+        return config
 
     def cancel(self) -> str:
         job = self.queue.cancel_running()
@@ -344,20 +360,12 @@ class WebApp:
     def runs(self) -> list[tuple[str, str]]:
         """(label, name) of every finished run in the store, newest first."""
         found = []
-        for run_json in paths.runs_dir().glob(f"*/{RUN_FILE}"):
-            folder = run_json.parent
-            if folder.name.startswith("."):
-                continue
-            try:
-                run = json.loads(run_json.read_text(encoding="utf-8"))
-                accounts = ", ".join(f"@{a}" for a in run["accounts"])
-                loss = run.get("metrics", {}).get("eval_loss_after")
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
+        for folder, run in RunFolder.all():
+            accounts = ", ".join(f"@{a}" for a in run.accounts)
+            loss = run.metrics.eval_loss_after
             label = f"{folder.name} · {accounts}" + (f" · loss {loss:.2f}" if isinstance(loss, float) else "")
-            found.append((str(run.get("created_at", "")), run_json.stat().st_mtime, label, folder.name))
-        found.sort(reverse=True)
-        return [(label, name) for _, _, label, name in found]
+            found.append((label, folder.name))
+        return found
 
     def _run_dir(self, name: str | None) -> Path:
         if not name:
@@ -371,15 +379,13 @@ class WebApp:
             return RunView(views.empty("No run selected."), "", "")
         try:
             run_dir = self._run_dir(name)
-            run = read_run(run_dir)
+            run = RunFolder(run_dir).read()
         except Exception as exc:
             return RunView(views.message("error", _error_text(exc)), "", "")
-        from tweetlm.evaluate import read_eval
-
-        card_file = run_dir / "README.md"
+        card_file = run_dir / CARD_FILE
         card = views.model_card(card_file.read_text(encoding="utf-8")) if card_file.is_file() else ""
         try:
-            result = read_eval(run_dir)
+            result = RunFolder(run_dir).evaluation()
             evaluation = (
                 views.eval_table(result)
                 if result is not None
@@ -405,7 +411,7 @@ class WebApp:
                 n=int(n),
                 temperature=float(temperature),
                 top_p=float(top_p),
-                max_chars=int(max_chars or 280),
+                max_chars=int(max_chars or MAX_CHARS),
                 seed=_seed(seed),
             )
             with self._generator_lock:
@@ -413,7 +419,7 @@ class WebApp:
                 generation = generator.generate(prompt or "", config)
         except Exception as exc:
             return views.message("error", _error_text(exc))
-        return views.cards(generation, generator.run.get("accounts", []))
+        return views.cards(generation, generator.run.accounts)
 
     def _load(self, run_dir: Path) -> Generator:
         """The generator of `run_dir`, loaded once and kept until another run is asked for."""
@@ -431,12 +437,6 @@ def _check_public_fetch(platform: str, url: str) -> None:
         raise InputError("a public page cannot fetch from X: it spends this server's X API budget (import an archive)")
     if is_local(url):
         raise InputError("a public page cannot make this server fetch from its own addresses")
-
-
-def _number(value: float | None, what: str) -> float:
-    if value is None:
-        raise InputError(f"{what}: type a number")
-    return float(value)
 
 
 def _seed(text: str | None) -> int | None:

@@ -13,10 +13,11 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 
-from tweetlm.errors import TweetlmError
-from tweetlm.train import Event, TrainConfig, TrainingInterrupted, train
+from tweetlm.errors import TweetlmError, one_line
+from tweetlm.events import Curated, Evaluated, Event, Loading, Logged, Started, Step
+from tweetlm.runs import Metrics
+from tweetlm.train import TrainConfig, TrainingInterrupted, train
 
 log = logging.getLogger("tweetlm")
 
@@ -43,7 +44,7 @@ class Job:
     evals: list[tuple[int, float]] = field(default_factory=list)  # (step, validation loss)
     message: str = ""
     run_name: str | None = None
-    metrics: dict[str, Any] | None = None
+    metrics: Metrics | None = None
     stop: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
 
     @property
@@ -151,11 +152,10 @@ class TrainingQueue:
             self._finish(job, FAILED, str(exc), "failed")
         except Exception as exc:  # a bug or a library failure: the page says so and the server keeps going
             log.exception("training job %d failed", job.id)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            self._finish(job, FAILED, f"unexpected error: {type(exc).__name__}: {first[:300]}", "failed")
+            self._finish(job, FAILED, f"unexpected error: {one_line(exc)}", "failed")
         else:
             with self._lock:
-                job.run_name = result.run_dir.name if result.run_dir else None
+                job.run_name = result.run_dir.name
                 job.metrics = result.metrics
             self._finish(job, DONE, "", "finished")
 
@@ -165,25 +165,25 @@ class TrainingQueue:
             job.eta = None
 
     def _on_event(self, job: Job, event: Event) -> None:
-        kind = event["type"]
         phase: str | None = None
         with self._lock:
-            if kind == "curated":
-                phase = f"curated @{event['account']} with the default rules"
-            elif kind == "loading":
-                phase = f"loading {event['base_model']} ({event['precision']})"
-            elif kind == "start":
-                job.total_steps, job.step = event["total_steps"], event["step"]
-                phase = "measuring the base model's validation loss"
-            elif kind == "step":
-                job.step, job.total_steps = event["step"], event["total_steps"]
-                job.loss, job.eta = event["loss"], event["eta"]
-                done = job.total_steps is not None and job.step >= job.total_steps
-                phase = "evaluating and saving the model" if done else "training"
-            elif kind == "log":
-                job.losses.append((int(event["step"]), float(event["loss"])))
-            elif kind == "eval":
-                job.evals.append((int(event["step"]), float(event["eval_loss"])))
+            match event:
+                case Curated():
+                    phase = f"curated @{event.account} with the default rules"
+                case Loading():
+                    phase = f"loading {event.base_model} ({event.precision})"
+                case Started():
+                    job.total_steps, job.step = event.total_steps, event.step
+                    phase = "measuring the base model's validation loss"
+                case Step():
+                    job.step, job.total_steps = event.step, event.total_steps
+                    job.loss, job.eta = event.loss, event.eta
+                    done = job.total_steps is not None and job.step >= job.total_steps
+                    phase = "evaluating and saving the model" if done else "training"
+                case Logged():
+                    job.losses.append((int(event.step), float(event.loss)))
+                case Evaluated():
+                    job.evals.append((int(event.step), float(event.eval_loss)))
             if phase is not None and not job.stop.is_set():  # a stopping job keeps saying so
                 job.phase = phase
 

@@ -11,13 +11,18 @@ import shutil
 import signal
 import socket
 import tempfile
+import typing
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from tweetlm import paths
 from tweetlm.errors import InputError
-from tweetlm.web.app import AUTO, TrainForm, WebApp, curate_config
+from tweetlm.options import option_fields
+from tweetlm.sampling import MAX_CHARS, TEMPERATURE, TOP_P
+from tweetlm.train import TrainConfig
+from tweetlm.web.app import AUTO, TRAIN_FIELDS, TrainForm, WebApp, curate_config
 from tweetlm.web.jobs import RUNNING
 
 if TYPE_CHECKING:
@@ -141,258 +146,299 @@ def build(webapp: WebApp) -> gr.Blocks:
 
     with gr.Blocks(title="tweetlm", analytics_enabled=False, delete_cache=(3600, 3600)) as page:
         gr.HTML(HEADER)
-        seen_run = gr.State(None)
         with gr.Tabs():
-            with gr.Tab("1 · Data", id="data", elem_id="tab-data"):
-                with gr.Row(equal_height=False):
-                    with gr.Column(scale=1):
-                        gr.Markdown("### Import a file")
-                        upload = gr.File(label="X archive (.zip), CSV, JSONL or text file", elem_id="upload")
-                        with gr.Accordion("File options", open=False):
-                            fmt = gr.Dropdown(FORMATS, value=AUTO, label="Format", elem_id="format")
-                            import_account = gr.Textbox(
-                                label="Account name", placeholder="taken from the file", elem_id="import-account"
-                            )
-                            with gr.Row():
-                                text_column = gr.Textbox(label="CSV: text column", placeholder="detected")
-                                encoding = gr.Textbox(label="CSV/text: encoding", placeholder="UTF-8, else detected")
-                        import_button = gr.Button("Import and curate", variant="primary", elem_id="import")
-                        with gr.Accordion("Fetch from Bluesky, Mastodon or X", open=False, elem_id="fetch-panel"):
-                            platform = gr.Radio(PLATFORMS, value="bluesky", label="Platform")
-                            handle = gr.Textbox(
-                                label="Account",
-                                placeholder="jay.bsky.team · @user@mastodon.social · @handle",
-                                elem_id="fetch-account",
-                            )
-                            limit = gr.Number(1000, label="Read at most (posts)", precision=0, minimum=1)
-                            with gr.Row():
-                                include_replies = gr.Checkbox(False, label="include replies")
-                                include_reposts = gr.Checkbox(False, label="include reposts")
-                            gr.Markdown(
-                                "Bluesky and Mastodon need no account. X needs `X_BEARER_TOKEN` set where "
-                                "`tweetlm serve` runs, bills every post read, and serves only the newest 3,200.",
-                                elem_classes="tl-note",
-                            )
-                            fetch_button = gr.Button("Fetch and curate", elem_id="fetch")
-                    with gr.Column(scale=1):
-                        gr.Markdown("### Accounts in the store")
-                        account = gr.Dropdown(label="Account", choices=[], elem_id="data-account")
-                        with gr.Accordion("Curation rules", open=False, elem_id="rules"):
-                            with gr.Row():
-                                keep_retweets = gr.Checkbox(False, label="keep retweets")
-                                drop_replies = gr.Checkbox(False, label="drop replies")
-                            with gr.Row():
-                                strip_mentions = gr.Checkbox(False, label="strip leading @mentions")
-                                keep_urls = gr.Checkbox(False, label="keep links")
-                            min_words = gr.Slider(0, 10, value=3, step=1, label="minimum words", elem_id="min-words")
-                            lang = gr.Textbox(label="only this language", placeholder="e.g. en (empty: all)")
-                        curate_button = gr.Button("Curate", elem_id="curate")
-                data_status = gr.HTML(elem_id="data-status")
-                with gr.Row(equal_height=False):
-                    report = gr.HTML(elem_id="report")
-                    examples = gr.HTML(elem_id="examples")
-
-            with gr.Tab("2 · Train", id="train", elem_id="tab-train"):
-                with gr.Row(equal_height=False):
-                    with gr.Column(scale=2):
-                        train_accounts = gr.Dropdown(
-                            label="Accounts to imitate", choices=[], multiselect=True, elem_id="train-accounts"
-                        )
-                        base_model = gr.Textbox(
-                            "smollm2",
-                            label="Base model",
-                            info="smollm2 (embedded SmolLM2-135M, works offline), an HF model id, or a model folder",
-                            elem_id="base-model",
-                        )
-                        with gr.Row():
-                            epochs = gr.Number(4, label="epochs", minimum=0.01, elem_id="epochs")
-                            learning_rate = gr.Number(1.372e-4, label="learning rate", step=1e-5)
-                        with gr.Row():
-                            batch_size = gr.Number(16, label="batch size", precision=0, minimum=1)
-                            max_minutes = gr.Number(0, label="stop after (minutes, 0: no limit)", minimum=0)
-                        with gr.Accordion("More settings", open=False, elem_id="more-settings"):
-                            with gr.Row():
-                                max_steps = gr.Number(
-                                    0, label="max steps (0: no limit)", precision=0, minimum=0, elem_id="max-steps"
-                                )
-                                max_length = gr.Number(128, label="tokens per post", precision=0, minimum=8)
-                            with gr.Row():
-                                seed = gr.Number(42, label="seed", precision=0)
-                                precision = gr.Radio(
-                                    ["auto", "fp32", "bf16"], value="auto", label="precision", elem_id="precision"
-                                )
-                        with gr.Row():
-                            start = gr.Button("Start training", variant="primary", elem_id="start", min_width=90)
-                            cancel = gr.Button("Cancel", variant="stop", elem_id="cancel", min_width=70)
-                        train_status = gr.HTML(elem_id="train-status")
-                    with gr.Column(scale=3):
-                        progress = gr.HTML(elem_id="progress")
-                        chart = gr.HTML(elem_id="chart")
-                with gr.Row(equal_height=True):
-                    gr.Markdown("### Queue")
-                    clear = gr.Button("Remove waiting jobs", size="sm", scale=0, min_width=160, elem_id="clear-queue")
-                queue = gr.HTML(elem_id="queue")
-
-            with gr.Tab("3 · Generate", id="generate", elem_id="tab-generate"):
-                with gr.Row(equal_height=False):
-                    with gr.Column(scale=2):
-                        with gr.Row(equal_height=True):
-                            run = gr.Dropdown(label="Run (newest first)", choices=[], elem_id="run", scale=4)
-                            refresh_runs = gr.Button(
-                                "↻", size="sm", scale=0, min_width=44, elem_id="refresh-runs", elem_classes="tl-refresh"
-                            )
-                        run_summary = gr.HTML(elem_id="run-summary")
-                        prompt = gr.Textbox(label="Start of the post", placeholder="I don't like", elem_id="prompt")
-                        n = gr.Slider(1, 20, value=5, step=1, label="posts", elem_id="n")
-                        with gr.Row():
-                            temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="temperature")
-                            top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.05, label="top-p")
-                        with gr.Row():
-                            gen_seed = gr.Textbox(label="seed", placeholder="random", elem_id="seed")
-                            max_chars = gr.Number(280, label="max characters", precision=0, minimum=1)
-                        with gr.Row():
-                            generate = gr.Button("Generate", variant="primary", elem_id="generate", min_width=90)
-                            regenerate = gr.Button("Regenerate", elem_id="regenerate", min_width=90)
-                            copy = gr.Button("Copy", elem_id="copy", min_width=70)
-                    with gr.Column(scale=3):
-                        cards = gr.HTML(elem_id="cards")
-                with gr.Accordion("Model card", open=False, elem_id="model-card-panel"):
-                    model_card = gr.Markdown(elem_id="model-card")
-                with gr.Accordion("Evaluation", open=False, elem_id="evaluation-panel"):
-                    evaluation = gr.HTML(elem_id="evaluation")
-        timer = gr.Timer(POLL_SECONDS)
-
-        # ---- wiring ------------------------------------------------------------------------------
-
-        rules = [keep_retweets, drop_replies, strip_mentions, keep_urls, min_words, lang]
-        data_outputs = [data_status, report, examples, account, train_accounts]
-
-        def data_result(view: Any, picked: list[str] | None) -> tuple[Any, ...]:
-            choices, _ = webapp.account_choices()
-            selected = list(picked or [])
-            if view.account and not selected:
-                selected = [view.account]
-            return (
-                view.status,
-                view.report,
-                view.examples,
-                gr.Dropdown(choices=choices, value=view.account) if view.account else gr.Dropdown(choices=choices),
-                gr.Dropdown(choices=choices, value=selected),
-            )
-
-        def on_import(
-            upload_path: str | None, fmt_: str, who: str, column: str, enc: str, picked: list[str], *r: Any
-        ) -> tuple[Any, ...]:
-            # The upload is deleted once read, so the file box is cleared for the next one.
-            view = webapp.import_upload(upload_path, fmt_, who, column, enc, curate_config(*r))
-            return (*data_result(view, picked), None)
-
-        def on_fetch(
-            plat: str, who: str, most: float | None, replies: bool, reposts: bool, picked: list[str], *r: Any
-        ) -> tuple[Any, ...]:
-            return data_result(webapp.fetch(plat, who, most, replies, reposts, curate_config(*r)), picked)
-
-        def on_curate(who: str | None, picked: list[str], *r: Any) -> tuple[Any, ...]:
-            return data_result(webapp.curate(who, curate_config(*r)), picked)
-
-        def on_pick(who: str | None) -> tuple[str, str, str]:
-            view = webapp.show_account(who)
-            return view.status, view.report, view.examples
-
-        import_button.click(
-            on_import,
-            [upload, fmt, import_account, text_column, encoding, train_accounts, *rules],
-            [*data_outputs, upload],
-        )
-        fetch_button.click(
-            on_fetch,
-            [platform, handle, limit, include_replies, include_reposts, train_accounts, *rules],
-            data_outputs,
-        )
-        curate_button.click(on_curate, [account, train_accounts, *rules], data_outputs)
-        account.input(on_pick, account, [data_status, report, examples])
-
-        def on_start(*values: Any) -> str:
-            return webapp.start_training(TrainForm(*values))
-
-        train_fields = [
-            train_accounts,
-            base_model,
-            epochs,
-            learning_rate,
-            batch_size,
-            max_minutes,
-            max_steps,
-            max_length,
-            seed,
-            precision,
-        ]
-        start.click(on_start, train_fields, train_status)
-        cancel.click(webapp.cancel, None, train_status)
-        clear.click(webapp.cancel_waiting, None, train_status)
-
-        def on_tick(seen: str | None) -> tuple[Any, ...]:
-            progress_html, chart_html, queue_html, newest = webapp.poll()
-            if newest and newest != seen:
-                return progress_html, chart_html, queue_html, gr.Dropdown(choices=webapp.runs(), value=newest), newest
-            return progress_html, chart_html, queue_html, gr.skip(), seen
-
-        timer.tick(
-            on_tick,
-            seen_run,
-            [progress, chart, queue, run, seen_run],
-            show_progress="hidden",
-            concurrency_limit=None,
-        )
-
-        def on_run(name: str | None) -> tuple[str, str, str]:
-            view = webapp.run_view(name)
-            return view.summary, view.card, view.evaluation
-
-        run.change(on_run, run, [run_summary, model_card, evaluation])
-
-        def on_refresh_runs(name: str | None) -> tuple[Any, ...]:
-            runs = webapp.runs()
-            names = [n for _, n in runs]
-            keep = name if name in names else (names[0] if names else None)
-            return (gr.Dropdown(choices=runs, value=keep), *on_run(keep))
-
-        refresh_runs.click(on_refresh_runs, run, [run, run_summary, model_card, evaluation])
-        gen_inputs = [run, prompt, n, temperature, top_p, gen_seed, max_chars]
-        generate.click(webapp.generate, gen_inputs, cards, show_progress="minimal")
-        prompt.submit(webapp.generate, gen_inputs, cards, show_progress="minimal")
-
-        def on_regenerate(name: str | None, text: str, count: float, temp: float, p: float, chars: float | None) -> str:
-            return webapp.generate(name, text, count, temp, p, None, chars)
-
-        regenerate.click(on_regenerate, [run, prompt, n, temperature, top_p, max_chars], cards, show_progress="minimal")
-        copy.click(None, None, None, js=COPY_JS)
-
-        def on_load() -> tuple[Any, ...]:
-            choices, latest = webapp.account_choices()
-            view = webapp.show_account(latest)
-            runs = webapp.runs()
-            newest = runs[0][1] if runs else None
-            progress_html, chart_html, queue_html, finished = webapp.poll()
-            return (
-                gr.Dropdown(choices=choices, value=latest),
-                gr.Dropdown(choices=choices, value=[latest] if latest else []),
-                view.status,
-                view.report,
-                view.examples,
-                gr.Dropdown(choices=runs, value=newest),
-                progress_html,
-                chart_html,
-                queue_html,
-                finished,
-            )
-
-        page.load(
-            on_load,
-            None,
-            [account, train_accounts, data_status, report, examples, run, progress, chart, queue, seen_run],
-        )
+            ui = SimpleNamespace(**vars(_data_tab()), **vars(_train_tab()), **vars(_generate_tab()))
+        ui.seen_run = gr.State(None)
+        ui.timer = gr.Timer(POLL_SECONDS)
+        _wire_data(webapp, ui)
+        _wire_train(webapp, ui)
+        _wire_generate(webapp, ui)
+        _wire_load(webapp, ui, page)
     return page
+
+
+def _data_tab() -> SimpleNamespace:
+    """Step 1: import a file or fetch, curate."""
+    import gradio as gr
+
+    with gr.Tab("1 · Data", id="data", elem_id="tab-data"):
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1):
+                gr.Markdown("### Import a file")
+                upload = gr.File(label="X archive (.zip), CSV, JSONL or text file", elem_id="upload")
+                with gr.Accordion("File options", open=False):
+                    fmt = gr.Dropdown(FORMATS, value=AUTO, label="Format", elem_id="format")
+                    import_account = gr.Textbox(
+                        label="Account name", placeholder="taken from the file", elem_id="import-account"
+                    )
+                    with gr.Row():
+                        text_column = gr.Textbox(label="CSV: text column", placeholder="detected")
+                        encoding = gr.Textbox(label="CSV/text: encoding", placeholder="UTF-8, else detected")
+                import_button = gr.Button("Import and curate", variant="primary", elem_id="import")
+                with gr.Accordion("Fetch from Bluesky, Mastodon or X", open=False, elem_id="fetch-panel"):
+                    platform = gr.Radio(PLATFORMS, value="bluesky", label="Platform")
+                    handle = gr.Textbox(
+                        label="Account",
+                        placeholder="jay.bsky.team · @user@mastodon.social · @handle",
+                        elem_id="fetch-account",
+                    )
+                    limit = gr.Number(1000, label="Read at most (posts)", precision=0, minimum=1)
+                    with gr.Row():
+                        include_replies = gr.Checkbox(False, label="include replies")
+                        include_reposts = gr.Checkbox(False, label="include reposts")
+                    gr.Markdown(
+                        "Bluesky and Mastodon need no account. X needs `X_BEARER_TOKEN` set where "
+                        "`tweetlm serve` runs, bills every post read, and serves only the newest 3,200.",
+                        elem_classes="tl-note",
+                    )
+                    fetch_button = gr.Button("Fetch and curate", elem_id="fetch")
+            with gr.Column(scale=1):
+                gr.Markdown("### Accounts in the store")
+                account = gr.Dropdown(label="Account", choices=[], elem_id="data-account")
+                with gr.Accordion("Curation rules", open=False, elem_id="rules"):
+                    with gr.Row():
+                        keep_retweets = gr.Checkbox(False, label="keep retweets")
+                        drop_replies = gr.Checkbox(False, label="drop replies")
+                    with gr.Row():
+                        strip_mentions = gr.Checkbox(False, label="strip leading @mentions")
+                        keep_urls = gr.Checkbox(False, label="keep links")
+                    min_words = gr.Slider(0, 10, value=3, step=1, label="minimum words", elem_id="min-words")
+                    lang = gr.Textbox(label="only this language", placeholder="e.g. en (empty: all)")
+                curate_button = gr.Button("Curate", elem_id="curate")
+        data_status = gr.HTML(elem_id="data-status")
+        with gr.Row(equal_height=False):
+            report = gr.HTML(elem_id="report")
+            examples = gr.HTML(elem_id="examples")
+    return SimpleNamespace(**{k: v for k, v in locals().items() if k != "gr"})
+
+
+def _train_tab() -> SimpleNamespace:
+    """Step 2: the training form, its progress and the queue."""
+    import gradio as gr
+
+    with gr.Tab("2 · Train", id="train", elem_id="tab-train"):
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=2):
+                train_accounts = gr.Dropdown(
+                    label="Accounts to imitate", choices=[], multiselect=True, elem_id="train-accounts"
+                )
+                base_model = train_field(
+                    "base_model",
+                    info="smollm2 (embedded SmolLM2-135M, works offline), an HF model id, or a model folder",
+                    elem_id="base-model",
+                )
+                with gr.Row():
+                    epochs = train_field("epochs", minimum=0.01, elem_id="epochs")
+                    learning_rate = train_field("learning_rate", step=1e-5)
+                with gr.Row():
+                    batch_size = train_field("batch_size", minimum=1)
+                    max_minutes = train_field("max_minutes", minimum=0)
+                with gr.Accordion("More settings", open=False, elem_id="more-settings"):
+                    with gr.Row():
+                        max_steps = train_field("max_steps", minimum=0, elem_id="max-steps")
+                        max_length = train_field("max_length", minimum=8)
+                    with gr.Row():
+                        seed = train_field("seed")
+                        precision = train_field("precision", choices=["auto", "fp32", "bf16"], elem_id="precision")
+                with gr.Row():
+                    start = gr.Button("Start training", variant="primary", elem_id="start", min_width=90)
+                    cancel = gr.Button("Cancel", variant="stop", elem_id="cancel", min_width=70)
+                train_status = gr.HTML(elem_id="train-status")
+            with gr.Column(scale=3):
+                progress = gr.HTML(elem_id="progress")
+                chart = gr.HTML(elem_id="chart")
+        with gr.Row(equal_height=True):
+            gr.Markdown("### Queue")
+            clear = gr.Button("Remove waiting jobs", size="sm", scale=0, min_width=160, elem_id="clear-queue")
+        queue = gr.HTML(elem_id="queue")
+    return SimpleNamespace(**{k: v for k, v in locals().items() if k != "gr"})
+
+
+def _generate_tab() -> SimpleNamespace:
+    """Step 3: pick a run, generate post cards."""
+    import gradio as gr
+
+    with gr.Tab("3 · Generate", id="generate", elem_id="tab-generate"):
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=2):
+                with gr.Row(equal_height=True):
+                    run = gr.Dropdown(label="Run (newest first)", choices=[], elem_id="run", scale=4)
+                    refresh_runs = gr.Button(
+                        "↻", size="sm", scale=0, min_width=44, elem_id="refresh-runs", elem_classes="tl-refresh"
+                    )
+                run_summary = gr.HTML(elem_id="run-summary")
+                prompt = gr.Textbox(label="Start of the post", placeholder="I don't like", elem_id="prompt")
+                n = gr.Slider(1, 20, value=5, step=1, label="posts", elem_id="n")
+                with gr.Row():
+                    temperature = gr.Slider(0.1, 2.0, value=TEMPERATURE, step=0.05, label="temperature")
+                    top_p = gr.Slider(0.05, 1.0, value=TOP_P, step=0.05, label="top-p")
+                with gr.Row():
+                    gen_seed = gr.Textbox(label="seed", placeholder="random", elem_id="seed")
+                    max_chars = gr.Number(MAX_CHARS, label="max characters", precision=0, minimum=1)
+                with gr.Row():
+                    generate = gr.Button("Generate", variant="primary", elem_id="generate", min_width=90)
+                    regenerate = gr.Button("Regenerate", elem_id="regenerate", min_width=90)
+                    copy = gr.Button("Copy", elem_id="copy", min_width=70)
+            with gr.Column(scale=3):
+                cards = gr.HTML(elem_id="cards")
+        with gr.Accordion("Model card", open=False, elem_id="model-card-panel"):
+            model_card = gr.Markdown(elem_id="model-card")
+        with gr.Accordion("Evaluation", open=False, elem_id="evaluation-panel"):
+            evaluation = gr.HTML(elem_id="evaluation")
+    return SimpleNamespace(**{k: v for k, v in locals().items() if k != "gr"})
+
+
+def _wire_data(webapp: WebApp, ui: SimpleNamespace) -> None:
+    """Step 1: importing, fetching and curating update the report and both account pickers."""
+    import gradio as gr
+
+    rules = [ui.keep_retweets, ui.drop_replies, ui.strip_mentions, ui.keep_urls, ui.min_words, ui.lang]
+    data_outputs = [ui.data_status, ui.report, ui.examples, ui.account, ui.train_accounts]
+
+    def data_result(view: Any, picked: list[str] | None) -> tuple[Any, ...]:
+        choices, _ = webapp.account_choices()
+        selected = list(picked or [])
+        if view.account and not selected:
+            selected = [view.account]
+        return (
+            view.status,
+            view.report,
+            view.examples,
+            gr.Dropdown(choices=choices, value=view.account) if view.account else gr.Dropdown(choices=choices),
+            gr.Dropdown(choices=choices, value=selected),
+        )
+
+    def on_import(
+        upload_path: str | None, fmt_: str, who: str, column: str, enc: str, picked: list[str], *r: Any
+    ) -> tuple[Any, ...]:
+        # The upload is deleted once read, so the file box is cleared for the next one.
+        view = webapp.import_upload(upload_path, fmt_, who, column, enc, curate_config(*r))
+        return (*data_result(view, picked), None)
+
+    def on_fetch(
+        plat: str, who: str, most: float | None, replies: bool, reposts: bool, picked: list[str], *r: Any
+    ) -> tuple[Any, ...]:
+        return data_result(webapp.fetch(plat, who, most, replies, reposts, curate_config(*r)), picked)
+
+    def on_curate(who: str | None, picked: list[str], *r: Any) -> tuple[Any, ...]:
+        return data_result(webapp.curate(who, curate_config(*r)), picked)
+
+    def on_pick(who: str | None) -> tuple[str, str, str]:
+        view = webapp.show_account(who)
+        return view.status, view.report, view.examples
+
+    ui.import_button.click(
+        on_import,
+        [ui.upload, ui.fmt, ui.import_account, ui.text_column, ui.encoding, ui.train_accounts, *rules],
+        [*data_outputs, ui.upload],
+    )
+    ui.fetch_button.click(
+        on_fetch,
+        [ui.platform, ui.handle, ui.limit, ui.include_replies, ui.include_reposts, ui.train_accounts, *rules],
+        data_outputs,
+    )
+    ui.curate_button.click(on_curate, [ui.account, ui.train_accounts, *rules], data_outputs)
+    ui.account.input(on_pick, ui.account, [ui.data_status, ui.report, ui.examples])
+
+
+def _wire_train(webapp: WebApp, ui: SimpleNamespace) -> None:
+    """Step 2: start and cancel jobs; the timer polls the queue and offers a finished run."""
+    import gradio as gr
+
+    def on_start(accounts: list[str], *values: Any) -> str:
+        return webapp.start_training(TrainForm(accounts, dict(zip(TRAIN_FIELDS, values, strict=True))))
+
+    ui.start.click(on_start, [ui.train_accounts, *(getattr(ui, name) for name in TRAIN_FIELDS)], ui.train_status)
+    ui.cancel.click(webapp.cancel, None, ui.train_status)
+    ui.clear.click(webapp.cancel_waiting, None, ui.train_status)
+
+    def on_tick(seen: str | None) -> tuple[Any, ...]:
+        progress_html, chart_html, queue_html, newest = webapp.poll()
+        if newest and newest != seen:
+            return progress_html, chart_html, queue_html, gr.Dropdown(choices=webapp.runs(), value=newest), newest
+        return progress_html, chart_html, queue_html, gr.skip(), seen
+
+    ui.timer.tick(
+        on_tick,
+        ui.seen_run,
+        [ui.progress, ui.chart, ui.queue, ui.run, ui.seen_run],
+        show_progress="hidden",
+        concurrency_limit=None,
+    )
+
+
+def _wire_generate(webapp: WebApp, ui: SimpleNamespace) -> None:
+    """Step 3: a picked run shows its summary, card and evaluation; the buttons generate."""
+    import gradio as gr
+
+    def on_run(name: str | None) -> tuple[str, str, str]:
+        view = webapp.run_view(name)
+        return view.summary, view.card, view.evaluation
+
+    ui.run.change(on_run, ui.run, [ui.run_summary, ui.model_card, ui.evaluation])
+
+    def on_refresh_runs(name: str | None) -> tuple[Any, ...]:
+        runs = webapp.runs()
+        names = [name_ for _, name_ in runs]
+        keep = name if name in names else (names[0] if names else None)
+        return (gr.Dropdown(choices=runs, value=keep), *on_run(keep))
+
+    ui.refresh_runs.click(on_refresh_runs, ui.run, [ui.run, ui.run_summary, ui.model_card, ui.evaluation])
+    gen_inputs = [ui.run, ui.prompt, ui.n, ui.temperature, ui.top_p, ui.gen_seed, ui.max_chars]
+    ui.generate.click(webapp.generate, gen_inputs, ui.cards, show_progress="minimal")
+    ui.prompt.submit(webapp.generate, gen_inputs, ui.cards, show_progress="minimal")
+
+    def on_regenerate(name: str | None, text: str, count: float, temp: float, p: float, chars: float | None) -> str:
+        return webapp.generate(name, text, count, temp, p, None, chars)
+
+    ui.regenerate.click(
+        on_regenerate,
+        [ui.run, ui.prompt, ui.n, ui.temperature, ui.top_p, ui.max_chars],
+        ui.cards,
+        show_progress="minimal",
+    )
+    ui.copy.click(None, None, None, js=COPY_JS)
+
+
+def _wire_load(webapp: WebApp, ui: SimpleNamespace, page: gr.Blocks) -> None:
+    """A (re)loaded page shows the store as it is now."""
+    import gradio as gr
+
+    def on_load() -> tuple[Any, ...]:
+        choices, latest = webapp.account_choices()
+        view = webapp.show_account(latest)
+        runs = webapp.runs()
+        newest = runs[0][1] if runs else None
+        progress_html, chart_html, queue_html, finished = webapp.poll()
+        return (
+            gr.Dropdown(choices=choices, value=latest),
+            gr.Dropdown(choices=choices, value=[latest] if latest else []),
+            view.status,
+            view.report,
+            view.examples,
+            gr.Dropdown(choices=runs, value=newest),
+            progress_html,
+            chart_html,
+            queue_html,
+            finished,
+        )
+
+    page.load(
+        on_load,
+        None,
+        [
+            ui.account,
+            ui.train_accounts,
+            ui.data_status,
+            ui.report,
+            ui.examples,
+            ui.run,
+            ui.progress,
+            ui.chart,
+            ui.queue,
+            ui.seen_run,
+        ],
+    )
 
 
 def check_host(host: str, public: bool) -> None:
@@ -461,3 +507,19 @@ def serve(host: str, port: int, public: bool, max_upload_mb: int, say: Callable[
 
 def _stop(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def train_field(name: str, **layout: Any) -> Any:
+    """The page's input for a TrainConfig option, with the option's default and label: a text box, a
+    number (whole for whole-number options; 0 for "no limit"), or radio buttons when given `choices`."""
+    import gradio as gr
+
+    f = option_fields(TrainConfig, (name,))[0]
+    kind = typing.get_type_hints(TrainConfig)[name]
+    label, default = f.metadata["label"], f.default if f.default is not None else 0
+    if "choices" in layout:
+        return gr.Radio(layout.pop("choices"), value=default, label=label, **layout)
+    if kind is str:
+        return gr.Textbox(default, label=label, **layout)
+    whole = int in (kind, *typing.get_args(kind))
+    return gr.Number(default, label=label, precision=0 if whole else None, **layout)

@@ -15,6 +15,7 @@ from typing import Any
 from tweetlm.curate import REPORT_LABELS as CURATION_LABELS
 from tweetlm.curate import CurationReport
 from tweetlm.generate import Generation
+from tweetlm.runs import RunInfo
 from tweetlm.store import CuratedPost
 from tweetlm.web.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job
 
@@ -103,8 +104,8 @@ def progress(job: Job | None, now: float | None = None) -> str:
         m = job.metrics
         detail = message(
             "ok",
-            f"validation loss {m['eval_loss_before']:.3f} → {m['eval_loss_after']:.3f} "
-            f"(perplexity {m['perplexity_before']:.1f} → {m['perplexity_after']:.1f}); "
+            f"validation loss {m.eval_loss_before:.3f} → {m.eval_loss_after:.3f} "
+            f"(perplexity {m.perplexity_before:.1f} → {m.perplexity_after:.1f}); "
             f"run {job.run_name} is ready in step 3",
         )
     return (
@@ -201,16 +202,13 @@ def queue_table(jobs: Sequence[Job]) -> str:
 # ---- generation ---------------------------------------------------------------------------------
 
 
-def run_summary(name: str, run: dict[str, Any]) -> str:
-    m = run.get("metrics", {})
-    loss = ""
-    if "eval_loss_before" in m and "eval_loss_after" in m:
-        loss = f" · validation loss {m['eval_loss_before']:.3f} → {m['eval_loss_after']:.3f}"
-    accounts = ", ".join(f"@{a}" for a in run.get("accounts", []))
-    base = run.get("base_model", {}).get("name", "?")
+def run_summary(name: str, run: RunInfo) -> str:
+    m = run.metrics
+    loss = f" · validation loss {m.eval_loss_before:.3f} → {m.eval_loss_after:.3f}"
+    accounts = ", ".join(f"@{a}" for a in run.accounts)
     return (
-        f'<div class="tl-run"><b>{esc(name)}</b><br>writes like {esc(accounts)} · base model {esc(base)}'
-        f" · trained {esc(run.get('created_at', '?'))}{esc(loss)}</div>"
+        f'<div class="tl-run"><b>{esc(name)}</b><br>writes like {esc(accounts)} · base model {esc(run.base_model.name)}'
+        f" · trained {esc(run.created_at or '?')}{esc(loss)}</div>"
     )
 
 

@@ -6,6 +6,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import typer
+
+from tweetlm.cli.app import app, console
+from tweetlm.cli.data import print_curation
+from tweetlm.cli.model import TRAIN_PANEL, TrainDisplay, print_generation, print_losses
 from tweetlm.curate import CurateConfig, curate_account
 from tweetlm.store import Store, file_hash
 
@@ -20,9 +25,6 @@ def sample_path() -> Path:
 
 
 def run_demo(minutes: float, output: Path | None, display: Any) -> Path:
-    from tweetlm.cli.app import console
-    from tweetlm.cli.data import print_curation
-    from tweetlm.cli.model import print_generation
     from tweetlm.generate import GenerateConfig, Generator
     from tweetlm.sources import ReadOptions, resolve
     from tweetlm.train import TrainConfig, train
@@ -45,15 +47,30 @@ def run_demo(minutes: float, output: Path | None, display: Any) -> Path:
             run = train(config, store=store, on_event=display, output=output)
         finally:
             display.stop()
-    m = run.metrics
-    console.print(
-        f"validation loss: base model {m['eval_loss_before']:.3f} -> "
-        f"fine-tuned [bold green]{m['eval_loss_after']:.3f}[/] "
-        f"(perplexity {m['perplexity_before']:.1f} -> {m['perplexity_after']:.1f}), {m['train_seconds']:.0f} s"
-    )
+    print_losses(run.metrics)
     console.rule("4. generate (machine-generated, not written by @BarackObama)")
     generator = Generator(run.run_dir)
     for i, prompt in enumerate(PROMPTS):
         print_generation(generator.generate(prompt, GenerateConfig(n=10, seed=i)))
     console.print(f"run folder: {run.run_dir}")
     return run.run_dir
+
+
+@app.command("demo", rich_help_panel=TRAIN_PANEL)
+def demo_cmd(
+    minutes: float = typer.Option(3.0, "--minutes", help="Training time budget."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Run folder."),
+) -> None:
+    """The whole job on the embedded defaults, in about five minutes on a laptop CPU.
+
+    Imports the bundled sample (400 tweets of @BarackObama, FiveThirtyEight, CC BY 4.0), curates it,
+    fine-tunes the embedded SmolLM2-135M, shows validation loss before and after, and prints ten
+    generated posts for a few prompts.
+
+    Examples:
+
+      tweetlm demo
+
+      tweetlm demo --minutes 1 -o demo-run
+    """
+    run_demo(minutes=minutes, output=output, display=TrainDisplay())
