@@ -360,7 +360,7 @@ def _voice_part(
     accounts: list[str],
     posts: RunPosts,
     generated: dict[str, list[str]],
-    embed: Embed,
+    embed: Embed | None,
     config: EvalConfig,
     notes: list[str],
     sampling: GenerateConfig,
@@ -386,7 +386,7 @@ def _voice_part(
             others,
             generated.get("base", []),
             generated["fine_tuned"],
-            embed,
+            embed or Embedder(),  # in the try: a missing package becomes a note
             seed=config.seed,
             max_posts=config.max_posts,
             contrast_generated=contrast,
@@ -448,7 +448,7 @@ def evaluate_run(
         models[name]["shape"] = shape(texts)
 
     say("voice check: embedding posts and fitting the classifier")
-    voice = _voice_part(store, accounts, posts, generated, embed or Embedder(), config, notes, sampling, say)
+    voice = _voice_part(store, accounts, posts, generated, embed, config, notes, sampling, say)
 
     result = {
         "tweetlm": __version__,
