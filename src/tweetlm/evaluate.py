@@ -366,7 +366,8 @@ def _voice_part(
     sampling: GenerateConfig,
     say: Progress,
 ) -> dict[str, Any] | None:
-    """The voice check against the store's other accounts, or None (and a note) when it cannot run."""
+    """The voice check against the store's other accounts, or None (and a note) when it cannot run (no
+    other posts, or no embedding model: `Embedder()` raises inside, and says so in the note)."""
     from tweetlm.store import Store
 
     try:
