@@ -19,23 +19,14 @@ NOTICE = (
 )
 SHORT_LABEL = "machine-generated, not written by the person"
 
-_ROWS = [
-    ("downloaded", "posts downloaded"),
-    ("retweets", "retweets"),
-    ("replies", "replies"),
-    ("quotes", "quote posts"),
-    ("language", "other languages"),
-    ("short", "short / boring"),
-    ("empty", "empty after cleaning"),
-    ("duplicates", "duplicates"),
-    ("kept", "kept"),
-]
-
 
 def curation_table(datasets: dict[str, Any]) -> str:
     accounts = list(datasets)
     lines = ["| | " + " | ".join(f"@{a}" for a in accounts) + " |", "|---|" + "---:|" * len(accounts)]
-    for key, label in _ROWS:
+    from tweetlm.curate import REPORT_LABELS, RULES, CurationReport
+
+    for key in ("downloaded", *RULES, "kept"):
+        label = REPORT_LABELS[key]
         values = []
         for account in accounts:
             report = datasets[account]["report"]
@@ -43,6 +34,8 @@ def curation_table(datasets: dict[str, Any]) -> str:
         if key not in ("downloaded", "kept") and not any(values):
             continue
         lines.append(f"| {label} | " + " | ".join(str(v) for v in values) + " |")
+    mixes = [CurationReport.from_dict(datasets[a]["report"]).language_mix() for a in accounts]
+    lines.append("| languages kept | " + " | ".join(mixes) + " |")
     return "\n".join(lines)
 
 

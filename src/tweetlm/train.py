@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tweetlm import __version__, paths
-from tweetlm.curate import CurateConfig, curate_account
+from tweetlm.curate import CurateConfig, curate_account, mixed_languages
 from tweetlm.dataset import (
     EpochBatches,
     PostDataset,
@@ -375,6 +375,8 @@ def load_datasets(store: Store, accounts: tuple[str, ...], on_event: EventHandle
             dataset, report = curate_account(store, account, CurateConfig())
             events.append(Curated(account, report.to_dict(), dataset.hash))
         check_enough_posts(dataset.n_posts)
+        if warning := mixed_languages(dataset):
+            log.warning(warning)
         datasets[account] = dataset
     if len(set(datasets)) != len(accounts):
         raise InputError("an account is named twice")
