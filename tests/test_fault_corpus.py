@@ -827,7 +827,7 @@ CASES = [
     Case(
         "x-generate-prompt-over-context",
         ("generate", "many", "ж" * 150),
-        r"the prompt is \d+ tokens; with --max-new-tokens 96 that exceeds the model's context of 256",
+        r"the prompt is \d+ tokens; with (--max-new-tokens |max_new_tokens=)96 that exceeds the model's context of 256",
         max_seconds=20,
     ),
     Case("x-eval-no-run", ("eval", "nobody"), r"no finished run for 'nobody'"),
