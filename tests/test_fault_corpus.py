@@ -814,7 +814,7 @@ CASES = [
     Case("x-train-empty-account-name", ("train", ""), r"no posts for account ''"),
     Case("x-generate-zero-posts", ("generate", "many", "-n", "0"), r"n=0: generate between 1 and 500"),
     Case("x-generate-bad-temperature", ("generate", "many", "--temperature", "0"), r"temperature=0\.0: must be > 0"),
-    Case("x-generate-bad-top-p", ("generate", "many", "--top-p", "2"), r"--top-p 2\.0: must be in \(0, 1\]"),
+    Case("x-generate-bad-top-p", ("generate", "many", "--top-p", "2"), r"top_p=2\.0: must be in \(0, 1\]"),
     Case("x-generate-no-run", ("generate", "five"), r"no finished run for 'five'"),
     Case("x-generate-not-a-run", ("generate", "{tmp}"), r"is not a tweetlm run \(no run\.json\)"),
     Case(
@@ -827,7 +827,7 @@ CASES = [
     Case(
         "x-generate-prompt-over-context",
         ("generate", "many", "ж" * 150),
-        r"the prompt is \d+ tokens; with --max-new-tokens 96 that exceeds the model's context of 256",
+        r"the prompt is \d+ tokens; with max_new_tokens=96 that exceeds the model's context of 256",
         max_seconds=20,
     ),
     Case("x-eval-no-run", ("eval", "nobody"), r"no finished run for 'nobody'"),
@@ -1039,7 +1039,7 @@ def test_d10_interrupted_during_the_final_evaluation_finishes_the_run(tiny_model
 
     result = train(tiny_config(tiny_model, max_steps=4), callbacks=[StopInFinalEval()], stop=stop)
     assert stop.is_set()
-    assert result.run_dir is not None and result.metrics["steps"] == 4
+    assert result.run_dir is not None and result.metrics.steps == 4
 
 
 def test_d10_time_left_reads_hours() -> None:
