@@ -85,6 +85,8 @@ class RunInfo:
     versions: dict[str, str] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     eos_token: str = ""
+    world_size: int = 1  # processes that trained it (torchrun, accelerate launch)
+    effective_batch: int = 0  # posts per optimizer step: batch_size x world_size x grad_accum
 
     @property
     def keep_newlines(self) -> bool:
@@ -104,6 +106,8 @@ class RunInfo:
             "versions",
             "data",
             "eos_token",
+            "world_size",
+            "effective_batch",
         )
         return {**{k: values.pop(k) for k in first}, **values}
 

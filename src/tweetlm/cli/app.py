@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import typer
 from rich.console import Console
 
-from tweetlm import __version__
+from tweetlm import __version__, distributed
 from tweetlm.errors import TweetlmError
 
 app = typer.Typer(
@@ -59,10 +59,12 @@ def _root(
 
 
 def main() -> None:
+    distributed.quiet_other_ranks()  # under torchrun, only the main process prints progress and results
     try:
         app()
     except TweetlmError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        if distributed.first_to_report(str(exc)):  # the same error on every process is said once
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("interrupted")
