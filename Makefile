@@ -25,9 +25,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest
 
-# The inner loop: no real model, no large data, no browser, no PostgreSQL (CI runs everything).
+# The inner loop: no real model, no large data, no browser, no PostgreSQL, no torchrun (CI runs everything).
 test-fast: $(STAMP)
-	$(BIN)/pytest -q -m "not slow and not integration and not browser and not postgres"
+	$(BIN)/pytest -q -m "not slow and not integration and not browser and not postgres and not distributed"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

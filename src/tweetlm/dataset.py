@@ -98,6 +98,10 @@ class EpochBatches:
     into a fixed number of batches of equal token counts (the Trainer needs the same count every epoch).
     `set_epoch` is called by the Trainer (through accelerate) before every epoch, so a resumed run
     sees the same order as an uninterrupted one.
+
+    Under several processes (`world` > 1) the epoch is cut into a multiple of `world` batches and
+    process `rank` iterates over every `world`-th of them: the shares are disjoint, cover the epoch's
+    draw exactly (the same draw as one process), and have the same length, so epochs stay comparable.
     """
 
     def __init__(
@@ -109,7 +113,10 @@ class EpochBatches:
         seed: int,
         group_by_length: bool = True,
         batch_tokens: int = 0,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
+        self.rank, self.world = rank, world
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.seed = seed
@@ -126,6 +133,11 @@ class EpochBatches:
             self.n_batches = min(posts, max(1, -(-tokens // batch_tokens)))
         else:
             self.n_batches = -(-posts // batch_size)
+        if world > 1:
+            if posts < world:
+                raise TrainingError(f"{posts} training posts cannot be shared among {world} processes")
+            rounded = -(-self.n_batches // world) * world
+            self.n_batches = rounded if rounded <= posts else self.n_batches // world * world
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -152,6 +164,9 @@ class EpochBatches:
             batches = self._cut_by_tokens(order)
         else:
             batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+            if len(batches) != self.n_batches:  # several processes: as many batches as they need
+                n = self.n_batches
+                batches = [order[k * len(order) // n : (k + 1) * len(order) // n] for k in range(n)]
         rng.shuffle(batches)
         return batches
 
@@ -168,10 +183,10 @@ class EpochBatches:
         return [order[a:b] for a, b in itertools.pairwise(cuts)]
 
     def __iter__(self) -> Iterator[list[int]]:
-        yield from self.batches(self.epoch)
+        yield from self.batches(self.epoch)[self.rank :: self.world]
 
     def __len__(self) -> int:
-        return self.n_batches
+        return self.n_batches // self.world
 
 
 class PostDataset:

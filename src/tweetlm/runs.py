@@ -94,6 +94,8 @@ class RunInfo:
     parent: str | None = None
     chain: list[str] = field(default_factory=list)
     update: dict[str, Any] | None = None
+    world_size: int = 1  # processes that trained it (torchrun, accelerate launch)
+    effective_batch: int = 0  # posts per optimizer step: batch_size x world_size x grad_accum
 
     @property
     def keep_newlines(self) -> bool:
@@ -113,6 +115,8 @@ class RunInfo:
             "versions",
             "data",
             "eos_token",
+            "world_size",
+            "effective_batch",
         )
         return {**{k: values.pop(k) for k in first}, **values}
 

@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tweetlm import __version__, paths
+from tweetlm import __version__, distributed, paths
 from tweetlm.curate import CurateConfig, curate_account, mixed_languages
 from tweetlm.dataset import (
     EpochBatches,
@@ -252,23 +252,37 @@ def train(
     `splits` replaces the seeded split of each account's curated posts (`tweetlm update` trains on the
     new posts and a replay of older ones).
 
+    `splits` replaces the seeded split of each account's curated posts (`tweetlm update` trains on the
+    new posts and a replay of older ones).
+
     `callbacks` are extra HF TrainerCallbacks (trackers, sweep pruners); setting `stop` stops the run
     like Ctrl-C does (a checkpoint, then TrainingInterrupted). `resume` continues the newest interrupted
-    run of `config.accounts` (its own config, not this one)."""
-    if resume:
-        work, saved = RunFolder.partial(tuple(config.accounts))
-        config = TrainConfig.from_dict(saved["config"])
-        dest = Destination(work, Path(saved["final_dir"]), resume=True)
-    else:
-        final = output or RunFolder.new(config.accounts).path
-        if final.exists():
-            raise InputError(f"{final} already exists: choose another output folder")
-        check_can_create(final, "--output" if output else "the run folder")  # before any model loads
-        dest = Destination(RunFolder(final).partial_path, final)
-    hooks = Hooks(on_event or ignore, callbacks, stop or threading.Event())
+    run of `config.accounts` (its own config, not this one).
+
+    Under `torchrun` or `accelerate launch` every process calls this: the main one chooses the folder,
+    emits the events and writes the run; the others train their share and return the same result."""
+    distributed.init()
+    config, dest = distributed.from_main(lambda: open_destination(config, output, resume))
+    hooks = Hooks(_main_only(on_event), callbacks, stop or threading.Event())
     metrics, run_dir = _run(config, store, dest, hooks, splits)
     assert run_dir is not None
     return RunResult(run_dir, metrics)
+
+
+def open_destination(config: TrainConfig, output: Path | None, resume: bool) -> tuple[TrainConfig, Destination]:
+    """Where a run is written (and, resuming, the config it was started with)."""
+    if resume:
+        work, saved = RunFolder.partial(tuple(config.accounts))
+        return TrainConfig.from_dict(saved["config"]), Destination(work, Path(saved["final_dir"]), resume=True)
+    final = output or RunFolder.new(config.accounts).path
+    if final.exists():
+        raise InputError(f"{final} already exists: choose another output folder")
+    check_can_create(final, "--output" if output else "the run folder")  # before any model loads
+    return config, Destination(RunFolder(final).partial_path, final)
+
+
+def _main_only(on_event: EventHandler | None) -> EventHandler:
+    return (on_event or ignore) if distributed.is_main() else ignore
 
 
 def train_trial(
@@ -281,7 +295,7 @@ def train_trial(
 ) -> Metrics:
     """Train and evaluate as `train` does, keeping nothing: a sweep's trial. Returns the metrics."""
     work = Path(tempfile.mkdtemp(prefix="tweetlm-trial-"))
-    hooks = Hooks(on_event or ignore, callbacks, stop or threading.Event())
+    hooks = Hooks(_main_only(on_event), callbacks, stop or threading.Event())
     try:
         metrics, _ = _run(config, store, Destination(work, None), hooks)
     finally:
@@ -294,9 +308,10 @@ def _run(
 ) -> tuple[Metrics, Path | None]:
     check_base_model(config.base_model)  # fails fast, before data is prepared or a model loads
     # A curation done here is undone if the data then proves too small: a failed run changes nothing.
-    with _opened(store) as opened, opened.transaction():
+    # Under several processes the main one curates what needs it; the others then read its dataset.
+    with distributed.main_first(), _opened(store) as opened, opened.transaction():
         datasets = load_datasets(opened, config.accounts, hooks.emit)
-    if not dest.trial and not dest.resume:
+    if not dest.trial and not dest.resume and distributed.is_main():
         tidy_partials(config.accounts, hooks.emit)
     with _torch_threads(config.threads):
         return _train(config, datasets, dest, hooks, splits)
@@ -311,13 +326,14 @@ def _train(
 ) -> tuple[Metrics, Path | None]:
     started = time.monotonic()
     splits = given_splits or {account: split_posts(ds.texts, config.seed) for account, ds in datasets.items()}
-    base = resolve_base_model(config.base_model)
+    with distributed.main_first():  # the main process dequantizes the embedded model; the others wait
+        base = resolve_base_model(config.base_model)
     precision = resolve_precision(config.precision)
     hooks.emit(Loading(base.name, precision))
     model, tokenizer = build_model(config, base, precision)
     data = build_data(config, splits, tokenizer)
     dest.work.mkdir(parents=True, exist_ok=True)
-    if not dest.resume and not dest.trial:
+    if not dest.resume and not dest.trial and distributed.is_main():
         paths.write_json(
             dest.work / RESUME_FILE,
             {"config": config.to_dict(), "final_dir": str(dest.final), "tweetlm": __version__, "pid": os.getpid()},
@@ -328,12 +344,12 @@ def _train(
     predictions = [prediction_callback(config.to_dict(), datasets, splits, dest.work)] if keeps_samples else []
     trainer = make_trainer(model, tokenizer, args, data, config, hooks, [*predictions, *hooks.callbacks])
     fit(trainer, dest, hooks, config.accounts)
+    distributed.barrier()  # every process has reloaded the best epoch before the folder moves
     metrics = measure(trainer, data, dest, time.monotonic() - started)
-    run_dir = None
-    if dest.final is not None:
-        run_dir = save_run(
-            _plain_model(trainer.model), tokenizer, config, base, precision, datasets, splits, data, metrics, dest
-        )
+    run_dir = dest.final
+    if dest.final is not None and distributed.is_main():
+        save_run(_plain_model(trainer.model), tokenizer, config, base, precision, datasets, splits, data, metrics, dest)
+    distributed.barrier()
     hooks.emit(Done(str(run_dir) if run_dir else None, metrics))
     return metrics, run_dir
 
@@ -353,6 +369,8 @@ def _torch_threads(threads: int) -> Iterator[None]:
     import torch
 
     before = torch.get_num_threads()
+    if not threads and distributed.world_size() > 1 and not torch.cuda.is_available():
+        threads = distributed.cpu_threads()
     try:
         if threads:
             torch.set_num_threads(threads)
@@ -561,6 +579,8 @@ def build_data(config: TrainConfig, splits: dict[str, Split], tokenizer: PreTrai
         config.seed,
         config.group_by_length,
         config.batch_tokens,
+        rank=distributed.rank(),
+        world=distributed.world_size(),
     )
     return TrainData(
         train_set=PostDataset(train_seqs, groups),
@@ -791,6 +811,8 @@ def run_info(
             "mix": mix,
         },
         eos_token=eos_token,
+        world_size=distributed.world_size(),
+        effective_batch=config.batch_size * distributed.world_size() * config.grad_accum,
         metrics=metrics,
     )
 

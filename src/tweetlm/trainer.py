@@ -13,7 +13,9 @@ from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import EvalLoopOutput
 
+from tweetlm import distributed
 from tweetlm.dataset import EpochBatches, PostDataset, collate, pack
 from tweetlm.events import Evaluated, EventHandler, Logged, Started, Step
 
@@ -43,7 +45,11 @@ class TrainData:
 
 class TweetlmTrainer(Trainer):
     """The Trainer with tweetlm's batches: training batches from `EpochBatches`, validation batches of
-    posts sorted by length (less padding, the same loss)."""
+    posts sorted by length (less padding, the same loss).
+
+    Under several processes each takes its own share of both (the sampler shards by rank), and the
+    validation loss is summed over all of them: the loss of the whole validation set, as one process
+    computes it (the mean of the batches' losses)."""
 
     def __init__(self, *args: Any, data: TrainData, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -53,14 +59,44 @@ class TweetlmTrainer(Trainer):
         loader = torch.utils.data.DataLoader(
             self.data.train_set, batch_sampler=self.data.sampler, collate_fn=self.data.collate_train
         )
-        return self.accelerator.prepare(loader)
+        return self._prepared(loader)
 
     def get_eval_dataloader(self, eval_dataset: Any = None) -> torch.utils.data.DataLoader:
         val_set, size = self.data.val_set, self.data.batch_size
         order = sorted(range(len(val_set)), key=lambda i: len(val_set.sequences[i]))
         batches = [order[i : i + size] for i in range(0, len(order), size)]
-        loader = torch.utils.data.DataLoader(val_set, batch_sampler=batches, collate_fn=self.data.collate_eval)
-        return self.accelerator.prepare(loader)
+        share = batches[self.args.process_index :: self.args.world_size]
+        loader = torch.utils.data.DataLoader(val_set, batch_sampler=share, collate_fn=self.data.collate_eval)
+        return self._prepared(loader)
+
+    def _prepared(self, loader: torch.utils.data.DataLoader) -> torch.utils.data.DataLoader:
+        if self.args.world_size == 1:
+            return self.accelerator.prepare(loader)
+        from accelerate.data_loader import prepare_data_loader
+
+        # The batches are this process's share already: on its device, not sharded again.
+        return prepare_data_loader(loader, self.args.device, num_processes=1, process_index=0, put_on_device=True)
+
+    def evaluation_loop(
+        self,
+        dataloader: torch.utils.data.DataLoader,
+        description: str,
+        prediction_loss_only: bool | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> EvalLoopOutput:
+        if self.args.world_size == 1:
+            return super().evaluation_loop(
+                dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
+            )
+        self.model.eval()
+        total = torch.zeros(2, dtype=torch.float64, device=self.args.device)  # summed losses, batches
+        for inputs in dataloader:
+            loss, _, _ = self.prediction_step(self.model, inputs, prediction_loss_only=True)
+            total += torch.stack([loss.detach().double(), torch.ones((), dtype=torch.float64, device=total.device)])
+        torch.distributed.all_reduce(total)
+        metrics = {f"{metric_key_prefix}_loss": (total[0] / total[1]).item()}
+        return EvalLoopOutput(predictions=None, label_ids=None, metrics=metrics, num_samples=len(self.data.val_set))
 
 
 class Control(TrainerCallback):  # type: ignore[misc]
@@ -92,7 +128,11 @@ class Control(TrainerCallback):  # type: ignore[misc]
         done = state.global_step - self.step0
         left = (state.max_steps - state.global_step) * elapsed / max(done, 1)
         timed_out = self.max_minutes is not None and elapsed > self.max_minutes * 60
-        if timed_out or self.stop.is_set():
+        # Every process stops at the same step: a stop (Ctrl-C) or time-out on one is one on all.
+        stopped, timed_out = distributed.any_rank(self.stop.is_set(), timed_out)
+        if stopped:
+            self.stop.set()
+        if timed_out or stopped:
             control.should_training_stop = True
         tokens = self.data.tokens_per_epoch * done / self.data.steps_per_epoch
         self.emit(

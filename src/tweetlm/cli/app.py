@@ -9,7 +9,7 @@ from collections.abc import Iterable
 import typer
 from rich.console import Console
 
-from tweetlm import __version__
+from tweetlm import __version__, distributed
 from tweetlm.errors import TweetlmError
 
 app = typer.Typer(
@@ -75,10 +75,12 @@ def log_warnings_to_stderr() -> None:
 
 def main() -> None:
     log_warnings_to_stderr()
+    distributed.quiet_other_ranks()  # under torchrun, only the main process prints progress and results
     try:
         app()
     except TweetlmError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        if distributed.first_to_report(str(exc)):  # the same error on every process is said once
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("interrupted")

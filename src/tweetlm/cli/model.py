@@ -9,6 +9,7 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from tweetlm import distributed
 from tweetlm.cli.app import app, console, err_console, given_options
 from tweetlm.cli.options import config_options
 from tweetlm.events import Curated, Done, Evaluated, Event, Interrupting, Leftover, Loading, Started, Step
@@ -121,6 +122,8 @@ def train_cmd(
       tweetlm train BarackObama --max-minutes 5
 
       tweetlm train alice bob --base-model gpt2 --epochs 2
+
+      torchrun --standalone --nproc_per_node 2 $(which tweetlm) train BarackObama   # 2 processes (README)
     """
     from tweetlm.train import FAST, train
 
@@ -138,6 +141,8 @@ def train_cmd(
         result = train(config, on_event=display, output=output, resume=resume)
     finally:
         display.stop()
+    if not distributed.is_main():
+        return
     print_losses(result.metrics)
     console.print(f"run folder: [bold]{result.run_dir}[/]")
     console.print(f'next: tweetlm generate {result.run_dir.name} "I don\'t like" -n 10')

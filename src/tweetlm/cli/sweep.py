@@ -133,6 +133,9 @@ def sweep_cmd(
     losses; hopeless trials are pruned per epoch. Run the same command on more machines with a shared
     --storage postgresql://... to add workers; a killed worker's trial is retried by another.
 
+    A worker is one process: it cannot be a torchrun / accelerate launch job (each process would
+    draw its own trial). Scale a sweep out with more workers, one per machine or GPU.
+
     Examples:
 
       tweetlm sweep alice bob --trials 30
@@ -141,7 +144,15 @@ def sweep_cmd(
 
       TWEETLM_SWEEP_STORAGE=postgresql://me:pw@db:5432/sweeps tweetlm sweep alice bob -n 200 --study big
     """
+    from tweetlm import distributed
+    from tweetlm.errors import InputError
     from tweetlm.sweep import SearchSpace, SweepConfig, run_sweep
+
+    if distributed.world_size() > 1:
+        raise InputError(
+            "a sweep worker cannot run under torchrun or accelerate launch: start more workers instead "
+            "(the same command, with a shared --storage)"
+        )
 
     base = TrainConfig(
         accounts=tuple(a.lstrip("@") for a in accounts),
