@@ -9,6 +9,7 @@ import functools
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -84,10 +85,26 @@ def embedded_model_dir() -> Path:
     return target
 
 
+_BASE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def named_base_dir(name: str) -> Path:
+    """Where the post-style base `name` (`tweetlm train ... --as-base NAME`) is kept."""
+    if not _BASE_NAME.fullmatch(name) or name.lower() in EMBEDDED_ALIASES:
+        raise InputError(
+            f"as_base={name!r}: a base's name is letters, digits, '.', '_' or '-' (not a path, not {EMBEDDED!r})"
+        )
+    return paths.bases_dir() / name
+
+
 def resolve_base_model(name: str | None) -> BaseModel:
-    """Map a --base-model value to something `from_pretrained` can load."""
+    """Map a --base-model value to something `from_pretrained` can load: the embedded model, a post-style
+    base saved with `--as-base NAME`, a folder, or an HF model id."""
     if name is None or name.lower() in EMBEDDED_ALIASES:
         return BaseModel(EMBEDDED_NAME, str(embedded_model_dir()), embedded=True)
+    named = paths.bases_dir() / name if _BASE_NAME.fullmatch(name) else None
+    if named is not None and (named / "config.json").is_file():
+        return BaseModel(f"post-style base {name}", str(named), embedded=False)
     local = Path(name).expanduser()
     if local.exists():
         if not (local / "config.json").is_file():
