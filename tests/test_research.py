@@ -313,3 +313,12 @@ def test_the_report_includes_both_maps(tiny_model: Path, embedder: Embedder) -> 
     page = build_report(run, embed=embedder)
     assert "Topics of @obama" in page and "Accounts by style" in page
     assert page.count("data:image/png;base64,") >= 3  # the losses, the topics, the style map
+
+
+def test_topic_distance_is_zero_for_the_same_mix_and_large_for_another(embedder: Embedder) -> None:
+    from tweetlm.maps import topic_distance
+
+    real = sample_posts(90)
+    assert topic_distance(real, real, embedder, k=3) == pytest.approx(0.0)
+    garden = [f"planted {n} tomatoes and basil in the garden today" for n in range(20)]
+    assert topic_distance(real, garden, embedder, k=3) > 0.4

@@ -331,3 +331,19 @@ def account_maps(
     if style is not None and not style.lands_near:
         notes.append("no generated posts on the style map: run `tweetlm eval RUN` on a one-account run first")
     return topic_maps, style, notes
+
+
+def topic_distance(
+    real: Sequence[str], generated: Sequence[str], embed: Embed, k: int | None = None, seed: int = 0
+) -> float:
+    """How far the generated posts' topic mix is from the real posts': the real posts clustered as
+    `topics` does, each generated post given its nearest cluster, then the total variation distance
+    between the two shares of posts per cluster (0: the same mix, 1: no topic in common)."""
+    from sklearn.cluster import KMeans
+
+    if not generated:
+        raise InputError("no generated posts to place among the topics")
+    k = k or topic_count(len(real))
+    kmeans = KMeans(n_clusters=k, random_state=seed, n_init=10).fit(embed(list(real)))
+    made = kmeans.predict(embed(list(generated)))
+    return 0.5 * sum(abs(float((kmeans.labels_ == c).mean()) - float((made == c).mean())) for c in range(k))
