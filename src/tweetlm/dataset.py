@@ -31,13 +31,17 @@ class Split:
     validation: list[str]
 
 
-def split_posts(texts: Sequence[str], seed: int, fraction: float = VALIDATION_FRACTION) -> Split:
-    """A seeded train/validation split: 10%, but at least MIN_VALIDATION (and at most a third)."""
-    if len(texts) < MIN_POSTS:
+def check_enough_posts(n_posts: int) -> None:
+    if n_posts < MIN_POSTS:
         raise TrainingError(
-            f"only {len(texts)} curated posts: at least {MIN_POSTS} are needed to train "
+            f"only {n_posts} curated posts: at least {MIN_POSTS} are needed to train "
             "(import more posts, or relax curation, e.g. --min-words 1 --keep-replies)"
         )
+
+
+def split_posts(texts: Sequence[str], seed: int, fraction: float = VALIDATION_FRACTION) -> Split:
+    """A seeded train/validation split: 10%, but at least MIN_VALIDATION (and at most a third)."""
+    check_enough_posts(len(texts))
     order = list(range(len(texts)))
     random.Random(seed).shuffle(order)
     n_val = max(round(len(texts) * fraction), min(MIN_VALIDATION, len(texts) // 3))

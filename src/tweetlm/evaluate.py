@@ -359,11 +359,12 @@ def _voice_part(
     accounts: list[str],
     posts: RunPosts,
     generated: dict[str, list[str]],
-    embed: Embed,
+    embed: Embed | None,
     config: EvalConfig,
     notes: list[str],
 ) -> dict[str, Any] | None:
-    """The voice check against the store's other accounts, or None (and a note) when it cannot run."""
+    """The voice check against the store's other accounts, or None (and a note) when it cannot run (no
+    other posts, or no embedding model: `Embedder()` raises inside, and says so in the note)."""
     from tweetlm.store import Store
 
     try:
@@ -377,7 +378,7 @@ def _voice_part(
             others,
             generated.get("base", []),
             generated["fine_tuned"],
-            embed,
+            embed or Embedder(),
             seed=config.seed,
             max_posts=config.max_posts,
             also={name: posts for name, posts in generated.items() if name not in MODELS},
@@ -444,7 +445,7 @@ def evaluate_run(
         models[name]["shape"] = shape(texts)
 
     say("voice check: embedding posts and fitting the classifier")
-    voice = _voice_part(store, accounts, posts, generated, embed or Embedder(), config, notes)
+    voice = _voice_part(store, accounts, posts, generated, embed, config, notes)
 
     result = {
         "tweetlm": __version__,

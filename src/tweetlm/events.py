@@ -76,6 +76,13 @@ class Interrupting:
 
 
 @dataclass(frozen=True)
+class Leftover:
+    """A `.partial` folder that a killed training left: removed, or offered to `--resume`."""
+
+    message: str
+
+
+@dataclass(frozen=True)
 class Done:
     run_dir: str | None  # None for a sweep trial
     metrics: Metrics
@@ -130,6 +137,7 @@ Event = (
     | Evaluated
     | Logged
     | Interrupting
+    | Leftover
     | Done
     | StudyOpened
     | TrialStarted

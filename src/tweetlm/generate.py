@@ -4,6 +4,7 @@ length, empty outputs retried, copies of training posts dropped and counted. Eve
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections.abc import Callable
@@ -92,17 +93,15 @@ class Generator:
         import torch
 
         prompt = prompt.strip()
-        if len(prompt) >= config.max_chars:
-            raise InputError(f"the prompt has {len(prompt)} characters: a post has at most {config.max_chars}")
         seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**31)
         rng = random.Random(seed)
-        first = len(self.prompt_row(prompt, random.Random(seed)))
-        context = getattr(self.model.config, "max_position_embeddings", None) or 1024
-        if first + config.max_new_tokens > context:
-            raise InputError(
-                f"the prompt is {first} tokens; with max_new_tokens={config.max_new_tokens} that exceeds "
-                f"the model's context of {context}: shorten the prompt"
-            )
+        checked_prompt(
+            self.tokenizer,
+            prompt,
+            config,
+            getattr(self.model.config, "max_position_embeddings", None),
+            self.prompt_row(prompt, random.Random(seed)),
+        )
         torch.manual_seed(seed)
         index = None if config.allow_copies else CopyIndex(self.training_posts, config.copy_run)
         kept: list[str] = []
@@ -192,6 +191,40 @@ class PastMaxChars:
 
         texts = self.tokenizer.batch_decode(input_ids[:, self.start :], skip_special_tokens=True)
         return torch.tensor([len(self.to_text(t)) > self.limit for t in texts], device=input_ids.device)
+
+
+def checked_prompt(
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: str,
+    config: GenerateConfig,
+    context: int | None,
+    ids: list[int] | None = None,
+) -> list[int]:
+    """The prompt's token ids (`ids`, the row a post is sampled after, or `prompt_ids`), or InputError
+    when it cannot start a post (too long, or past the context)."""
+    prompt = prompt.strip()
+    if len(prompt) >= config.max_chars:
+        raise InputError(f"the prompt has {len(prompt)} characters: a post has at most {config.max_chars}")
+    ids = ids if ids is not None else prompt_ids(tokenizer, prompt)
+    context = context or 1024
+    if len(ids) + config.max_new_tokens > context:
+        raise InputError(
+            f"the prompt is {len(ids)} tokens; with max_new_tokens={config.max_new_tokens} that exceeds "
+            f"the model's context of {context}: shorten the prompt"
+        )
+    return ids
+
+
+def check_prompt(run_dir: Path, prompt: str, config: GenerateConfig) -> None:
+    """Check a prompt with the run's tokenizer and config.json alone, before its model is loaded."""
+    from tweetlm.models import load_tokenizer
+
+    try:
+        model_config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        model_config = {}
+    context = model_config.get("max_position_embeddings") if isinstance(model_config, dict) else None
+    checked_prompt(load_tokenizer(str(run_dir)), prompt, config, context if isinstance(context, int) else None)
 
 
 def _join(prompt: str, continuation: str) -> str:

@@ -106,11 +106,67 @@ def resolve_base_model(name: str | None) -> BaseModel:
     if named is not None and (named / "config.json").is_file():
         return BaseModel(f"post-style base {name}", str(named), embedded=False)
     local = Path(name).expanduser()
-    if local.exists():
+    if _exists(local):
         if not (local / "config.json").is_file():
             raise ModelError(f"{local} is not a model folder (no config.json): give an HF model id or a saved model")
         return BaseModel(str(local.resolve()), str(local.resolve()), embedded=False)
     return BaseModel(name, name, embedded=False)
+
+
+def check_base_model(name: str | None) -> None:
+    """Fail fast, before data is prepared or a model loads, on a base model that cannot be had: the
+    embedded one not installed, a folder that is no model, or a Hub id that is neither in the HF cache
+    nor reachable (a quick connection test, not transformers' minute of retries)."""
+    if name is None or name.lower() in EMBEDDED_ALIASES:
+        if not (paths.cache_dir() / _CACHE_NAME / "config.json").is_file():
+            embedded_gguf()
+        return
+    if _exists(Path(name).expanduser()):
+        resolve_base_model(name)
+        return
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(name, "config.json")
+    except ValueError:  # not a repo id at all
+        raise ModelError(
+            f"--base-model {name!r} is neither a folder nor an HF model id: give a model folder, an id such as "
+            f"gpt2, or the embedded default ({EMBEDDED})"
+        ) from None
+    if isinstance(cached, str):
+        return
+    flags = [os.environ.get(v, "").lower() for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")]
+    if constants.HF_HUB_OFFLINE or any(flag in ("1", "true", "yes", "on") for flag in flags):
+        raise ModelError(
+            f"cannot load base model {name!r} (offline, and it is not in the HF cache); "
+            f"the embedded default works offline: --base-model {EMBEDDED}"
+        )
+    endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+    if not _reachable(endpoint):
+        raise ModelError(
+            f"cannot load base model {name!r}: it is not in the HF cache and {endpoint} cannot be reached "
+            f"(offline?); the embedded default works offline: --base-model {EMBEDDED}"
+        )
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # e.g. a name too long for a file name (Python < 3.12 raises)
+        return False
+
+
+def _reachable(url: str, timeout: float = 5.0) -> bool:
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def load_tokenizer(path: str) -> PreTrainedTokenizerBase:

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tweetlm.errors import StoreError
+
 
 def home() -> Path:
     """The data directory (created on first use)."""
@@ -19,8 +21,19 @@ def home() -> Path:
         import platformdirs
 
         path = Path(platformdirs.user_data_dir("tweetlm", appauthor=False))
-    path.mkdir(parents=True, exist_ok=True)
+    _make_dir(path, "TWEETLM_HOME" if env else "the data folder")
     return path
+
+
+def _make_dir(path: Path, what: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise StoreError(f"{what} {path} is a file, not a folder: point TWEETLM_HOME at a folder") from None
+    except OSError as exc:
+        raise StoreError(
+            f"cannot create {what} {path} ({exc.strerror}): point TWEETLM_HOME at a folder you can write to"
+        ) from None
 
 
 def store_path() -> Path:
@@ -28,9 +41,8 @@ def store_path() -> Path:
 
 
 def runs_dir() -> Path:
-    path = home() / "runs"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """Where finished runs live (created by the first run that finishes, not by looking)."""
+    return home() / "runs"
 
 
 def bases_dir() -> Path:
@@ -49,7 +61,7 @@ def cache_dir() -> Path:
         import platformdirs
 
         path = Path(platformdirs.user_cache_dir("tweetlm", appauthor=False))
-    path.mkdir(parents=True, exist_ok=True)
+    _make_dir(path, "TWEETLM_CACHE" if env else "the cache folder")
     return path
 
 

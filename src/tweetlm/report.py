@@ -146,7 +146,12 @@ def write_png(path: Path, png: bytes) -> Path:
         raise InputError(f"{path}: the plot is a PNG, give a path ending in .png")
     if not path.parent.is_dir():
         raise InputError(f"{path.parent} does not exist: create it or choose another --output")
-    return paths.atomic_write(path, png)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder: give the path of a .png file for --output")
+    try:
+        return paths.atomic_write(path, png)
+    except OSError as exc:
+        raise InputError(f"cannot write {path} ({exc.strerror}): choose another --output") from None
 
 
 # ---- the HTML report -----------------------------------------------------------------------

@@ -15,14 +15,18 @@ Generate, evaluate, report, the card, the web app and the sweep read runs throug
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from tweetlm import paths
-from tweetlm.errors import InputError, NoDataError
+from tweetlm.errors import InputError, NoDataError, first_line
+
+log = logging.getLogger("tweetlm")
 
 RUN_FILE = "run.json"
 POSTS_FILE = "posts.json"  # the curated training and validation posts (copy filter, evaluation)
@@ -145,10 +149,30 @@ class RunFolder:
 
     def read(self) -> RunInfo:
         """`run.json`, typed; InputError when it is missing or not a run's."""
+        hint = "train again, or give another run folder or an account"
         try:
-            return RunInfo.from_dict(json.loads((self.path / RUN_FILE).read_text(encoding="utf-8")))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise InputError(f"{self.path} is not a readable tweetlm run ({exc})") from exc
+            data = json.loads((self.path / RUN_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or first_line(exc)
+            raise InputError(f"{self.path} is not a readable tweetlm run ({RUN_FILE}: {reason}): {hint}") from None
+        try:
+            if not isinstance(data, dict) or not isinstance(data.get("accounts"), list):
+                raise TypeError
+            return RunInfo.from_dict(data)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise InputError(
+                f"{self.path} is not a tweetlm run ({RUN_FILE} holds no run description): {hint}"
+            ) from None
+
+    def check_complete(self) -> RunFolder:
+        """This run, checked to have its run.json and model files: InputError naming what is missing."""
+        self.read()
+        if not (self.path / "config.json").is_file() or not any((self.path / w).is_file() for w in _WEIGHTS):
+            raise InputError(
+                f"{self.path} is an incomplete tweetlm run (its model files are missing): train again, or give "
+                "another run folder or an account"
+            )
+        return self
 
     def write(self, info: RunInfo) -> None:
         paths.write_json(self.path / RUN_FILE, info.to_dict())
@@ -190,6 +214,7 @@ class RunFolder:
             try:
                 found.append((run_json.stat().st_mtime, folder, folder.read()))
             except (OSError, InputError):
+                log.warning("skipping %s: not a readable tweetlm run.json", run_json)
                 continue
         found.sort(key=lambda t: (t[2].created_at or "", t[0]), reverse=True)
         return [(folder, info) for _, folder, info in found]
@@ -208,12 +233,12 @@ class RunFolder:
         """A run folder, given its path, its folder name under runs/, or an account (its latest run)."""
         path = Path(name).expanduser()
         for candidate in (path, paths.runs_dir() / name):
-            if candidate.is_dir():
+            if _is_dir(candidate):
                 if not (candidate / RUN_FILE).is_file():
                     raise InputError(
                         f"{candidate} is not a tweetlm run (no {RUN_FILE}): give a run folder or an account"
                     )
-                return cls(candidate)
+                return cls(candidate).check_complete()
         return cls.latest(name)
 
     @classmethod
@@ -237,7 +262,7 @@ class RunFolder:
         its resume file holds (`config`, `final_dir`)."""
         prefix = folder_prefix(accounts) + "-"
         candidates = sorted(
-            (p for p in paths.runs_dir().glob(".*.partial") if p.name[1:].startswith(prefix)),
+            (p for p in paths.runs_dir().glob(".*.partial") if p.name[1:].startswith(prefix) and p.is_dir()),
             key=lambda p: p.stat().st_mtime,
         )
         for candidate in reversed(candidates):
@@ -251,8 +276,24 @@ def run_name(accounts: tuple[str, ...]) -> str:
     return f"{folder_prefix(accounts)}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
 
 
+_NAME_BYTES = 100  # file names may have 255 bytes; the time, -N, the dots and .partial need room
+_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
 def folder_prefix(accounts: tuple[str, ...]) -> str:
-    return "+".join(a.replace("/", "_").replace("@", "_") for a in accounts)
+    """The accounts as a file name: no path separators, and a long one shortened with a hash of it."""
+    safe = "+".join(a.replace("/", "_").replace("@", "_").replace("\x00", "_") for a in accounts)
+    if len(safe.encode()) <= _NAME_BYTES:
+        return safe
+    digest = hashlib.sha256(safe.encode()).hexdigest()[:12]
+    return safe.encode()[: _NAME_BYTES - 13].decode(errors="ignore") + "~" + digest
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a name too long for a file name is no folder (Python < 3.12 raises)
+        return False
 
 
 def _known(cls: Any, data: dict[str, Any]) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -124,9 +125,10 @@ class Store:
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = Path(path) if path is not None else paths.store_path()
+        _check_writable(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=lock_timeout())
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the store {self.path}: {exc}") from exc
         self.db.row_factory = sqlite3.Row
@@ -134,12 +136,15 @@ class Store:
             self.db.execute("PRAGMA foreign_keys = ON")
             self.db.execute("PRAGMA journal_mode = WAL")
             self.db.execute("PRAGMA synchronous = NORMAL")
+            migrate(self.db)
+        except sqlite3.OperationalError as exc:
+            self.db.close()
+            raise _operational(self.path, exc) from exc
         except sqlite3.DatabaseError as exc:
             self.db.close()
             raise StoreError(
                 f"{self.path} is not a tweetlm SQLite file ({exc}): move it away or set TWEETLM_HOME"
             ) from exc
-        migrate(self.db)
 
     def __enter__(self) -> Store:
         return self
@@ -156,7 +161,10 @@ class Store:
         if self.db.in_transaction:  # nested: the outer transaction decides
             yield self.db
             return
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise _operational(self.path, exc) from exc
         try:
             yield self.db
         except BaseException:
@@ -204,6 +212,8 @@ class Store:
             )
             import_id = int(cur.lastrowid or 0)
             read, added = self.add_posts(tracked(posts), import_id)
+            if read == 0:  # rolled back with the import record: an import of nothing is no import
+                raise NoDataError(f"{path}: no posts found in it ({source}): nothing imported")
             self.db.execute(
                 "UPDATE imports SET finished_at=?, read=?, added=?, skipped=?, accounts=? WHERE id=?",
                 (_now(), read, added, read - added, json.dumps(sorted(accounts)), import_id),
@@ -368,6 +378,66 @@ class Store:
             n_posts=row["n_posts"],
             posts=posts,
         )
+
+
+def lock_timeout() -> float:
+    """Seconds to wait for another process's write to the store: TWEETLM_STORE_TIMEOUT, default 30."""
+    try:
+        return max(0.0, float(os.environ.get("TWEETLM_STORE_TIMEOUT", "30")))
+    except ValueError:
+        raise StoreError("TWEETLM_STORE_TIMEOUT must be a number of seconds") from None
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse a store that cannot be written before SQLite opens it, which would leave -wal/-shm files."""
+    folder = path.parent
+    if path.exists():
+        try:
+            os.close(os.open(path, os.O_RDWR))
+        except OSError as exc:
+            raise StoreError(
+                f"the store {path} cannot be written ({exc.strerror}): make it writable (chmod u+w) "
+                "or set TWEETLM_HOME to another folder"
+            ) from None
+    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        raise StoreError(
+            f"cannot write in {folder} (permission denied): the store needs a folder it can write to "
+            "(for its journal); fix its permissions or set TWEETLM_HOME to another folder"
+        )
+
+
+def _operational(path: Path, exc: sqlite3.OperationalError) -> StoreError:
+    """A one-line error for SQLite's operational failures, saying what to do."""
+    if "locked" in str(exc) or "busy" in str(exc):
+        holders = _holders(path)
+        who = f"held by {holders}" if holders else "held by another process"
+        return StoreError(
+            f"the store {path} is locked, {who}, for over {lock_timeout():g} s: wait for it to finish "
+            "or stop it, then run this again"
+        )
+    if "readonly" in str(exc) or "unable to open" in str(exc):
+        return StoreError(f"cannot write the store {path} ({exc}): fix its permissions or set TWEETLM_HOME")
+    return StoreError(f"cannot use the store {path} ({exc})")
+
+
+def _holders(path: Path, limit: int = 3) -> str:
+    """Other processes that have the store open, as `pid 123 (tweetlm import x.csv)` (Linux /proc only)."""
+    targets = {str(path.resolve()), f"{path.resolve()}-wal"}
+    found: list[str] = []
+    proc = Path("/proc")
+    for entry in proc.iterdir() if proc.is_dir() else ():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if not any(os.readlink(fd) in targets for fd in (entry / "fd").iterdir()):
+                continue
+            command = " ".join((entry / "cmdline").read_bytes().decode(errors="replace").replace("\x00", " ").split())
+        except OSError:
+            continue
+        found.append(f"pid {entry.name} ({command[:80]})")
+        if len(found) == limit:
+            break
+    return ", ".join(found)
 
 
 # ---- migrations ------------------------------------------------------------------------------

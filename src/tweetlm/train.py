@@ -13,6 +13,7 @@ Read top to bottom, a run is: `open_destination` (where it is written), `load_da
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -36,16 +37,18 @@ from tweetlm.dataset import (
     PostDataset,
     Split,
     balance,
+    check_enough_posts,
     data_hash,
     encode_posts,
     parse_mix,
     split_posts,
 )
 from tweetlm.errors import InputError, TrainingError
-from tweetlm.events import Curated, Done, EventHandler, Interrupting, Loading, ignore
+from tweetlm.events import Curated, Done, EventHandler, Interrupting, Leftover, Loading, ignore
 from tweetlm.models import (
     PRECISIONS,
     BaseModel,
+    check_base_model,
     load_model,
     load_tokenizer,
     quiet_progress,
@@ -53,7 +56,16 @@ from tweetlm.models import (
     resolve_precision,
 )
 from tweetlm.options import option
-from tweetlm.runs import CHECKPOINTS, RESUME_FILE, BaseModelInfo, Metrics, RunFolder, RunInfo, RunPosts
+from tweetlm.runs import (
+    CHECKPOINTS,
+    RESUME_FILE,
+    BaseModelInfo,
+    Metrics,
+    RunFolder,
+    RunInfo,
+    RunPosts,
+    folder_prefix,
+)
 from tweetlm.sampling import generation_config
 from tweetlm.store import Dataset, Store
 from tweetlm.tracking import parse_report_to, prediction_callback, tracker_args
@@ -261,6 +273,7 @@ def train(
         final = output or RunFolder.new(config.accounts).path
         if final.exists():
             raise InputError(f"{final} already exists: choose another output folder")
+        check_can_create(final, "--output" if output else "the run folder")  # before any model loads
         dest = Destination(RunFolder(final).partial_path, final)
     hooks = Hooks(on_event or ignore, callbacks, stop or threading.Event())
     metrics, run_dir = _run(config, store, dest, hooks)
@@ -287,8 +300,12 @@ def train_trial(
 
 
 def _run(config: TrainConfig, store: Store | None, dest: Destination, hooks: Hooks) -> tuple[Metrics, Path | None]:
-    with _opened(store) as opened:
+    check_base_model(config.base_model)  # fails fast, before data is prepared or a model loads
+    # A curation done here is undone if the data then proves too small: a failed run changes nothing.
+    with _opened(store) as opened, opened.transaction():
         datasets = load_datasets(opened, config.accounts, hooks.emit)
+    if not dest.trial and not dest.resume:
+        tidy_partials(config.accounts, hooks.emit)
     with _torch_threads(config.threads):
         return _train(config, datasets, dest, hooks)
 
@@ -307,7 +324,7 @@ def _train(
     if not dest.resume and not dest.trial:
         paths.write_json(
             dest.work / RESUME_FILE,
-            {"config": config.to_dict(), "final_dir": str(dest.final), "tweetlm": __version__},
+            {"config": config.to_dict(), "final_dir": str(dest.final), "tweetlm": __version__, "pid": os.getpid()},
         )
     args = training_arguments(config, dest, data, precision)
     # Sample predictions go to the run folder or a tracker: a trial that keeps neither skips them.
@@ -354,15 +371,19 @@ def _torch_threads(threads: int) -> Iterator[None]:
 def load_datasets(store: Store, accounts: tuple[str, ...], on_event: EventHandler) -> dict[str, Dataset]:
     """The latest curated dataset of each account (curating with defaults if it never was)."""
     datasets: dict[str, Dataset] = {}
+    events: list[Curated] = []
     for name in accounts:
         account = store.resolve_account(name)
         dataset = store.dataset(account)
         if dataset is None:
             dataset, report = curate_account(store, account, CurateConfig())
-            on_event(Curated(account, report.to_dict(), dataset.hash))
+            events.append(Curated(account, report.to_dict(), dataset.hash))
+        check_enough_posts(dataset.n_posts)
         datasets[account] = dataset
     if len(set(datasets)) != len(accounts):
         raise InputError("an account is named twice")
+    for event in events:  # said once the data has passed its checks
+        on_event(event)
     return datasets
 
 
@@ -387,6 +408,79 @@ def trained_layers(config: TrainConfig, n_layers: int) -> list[int]:
     if count > n_layers:
         raise InputError(f"train_layers={config.train_layers}: the model has only {n_layers} layers")
     return list(range(n_layers - count, n_layers)) if end == "top" else list(range(count))
+
+
+def check_can_create(folder: Path, what: str) -> None:
+    """Fail now, before any model loads, if `folder` cannot be created: probe its nearest existing
+    parent with a temporary folder, removed at once (nothing is left behind)."""
+    parent = folder.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{what} {folder}: {parent} is not a folder")
+    try:
+        Path(tempfile.mkdtemp(prefix=".tweetlm-probe-", dir=parent)).rmdir()
+    except OSError as exc:
+        raise InputError(f"{what} {folder}: cannot create a folder in {parent} ({exc.strerror})") from None
+
+
+STALE_DAYS = 14  # an interrupted run's checkpoint older than this is removed by the next training
+
+
+def tidy_partials(accounts: tuple[str, ...], emit: EventHandler) -> None:
+    """Deal with the hidden `.partial` folders that killed trainings of these accounts left behind:
+    remove those without a checkpoint (or older than STALE_DAYS), and point at `--resume` for the rest.
+    A folder whose training process is still alive is left alone."""
+    runs = paths.runs_dir()
+    if not runs.is_dir():
+        return
+    prefix = folder_prefix(accounts) + "-"
+    for folder in sorted(p for p in runs.glob(".*.partial") if p.name[1:].startswith(prefix) and p.is_dir()):
+        try:
+            saved = json.loads((folder / RESUME_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            saved = None
+        pid = saved.get("pid") if isinstance(saved, dict) else None
+        if isinstance(pid, int) and _alive(pid):
+            continue
+        age = (time.time() - _newest_mtime(folder)) / 86400
+        checkpoints = sorted((folder / CHECKPOINTS).glob("checkpoint-*"), key=lambda p: p.stat().st_mtime)
+        if saved is None and age < 1 / 24:
+            continue  # no resume file yet and recent: a training that is only starting
+        if checkpoints and saved is not None and age < STALE_DAYS:
+            step = checkpoints[-1].name.rsplit("-", 1)[-1]
+            emit(
+                Leftover(
+                    f"an interrupted training of {', '.join(accounts)} left a checkpoint at step {step} in "
+                    f"{folder}: `tweetlm train {' '.join(accounts)} --resume` continues it (training anew meanwhile)"
+                )
+            )
+            continue
+        why = f"older than {STALE_DAYS} days" if checkpoints else "no checkpoint in it"
+        shutil.rmtree(folder, ignore_errors=True)
+        emit(Leftover(f"removed {folder}, left by a killed training ({why})"))
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _newest_mtime(folder: Path) -> float:
+    newest = folder.stat().st_mtime
+    for item in folder.rglob("*"):
+        try:
+            newest = max(newest, item.stat().st_mtime)
+        except OSError:
+            continue
+    return newest
 
 
 def prepare_model(model: PreTrainedModel, config: TrainConfig) -> PreTrainedModel:
@@ -607,8 +701,9 @@ def fit(trainer: TweetlmTrainer, dest: Destination, hooks: Hooks, accounts: tupl
         trainer_log.removeFilter(_tied_head_notice)
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-    if hooks.stop.is_set():
+    if hooks.stop.is_set() and trainer.state.global_step < trainer.state.max_steps:
         raise TrainingInterrupted(dest.work, trainer.state.global_step, accounts)
+    # Stopped after the last step (during the final evaluation): the run is complete, and is finished.
 
 
 def measure(trainer: TweetlmTrainer, data: TrainData, dest: Destination, seconds: float) -> Metrics:

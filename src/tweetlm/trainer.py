@@ -84,6 +84,7 @@ class Control(TrainerCallback):  # type: ignore[misc]
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.step0 = state.global_step
+        self.t0 = time.monotonic()  # a resume's checkpoint loading is no part of the pace
         self.emit(Started(state.max_steps, state.global_step, self.data.steps_per_epoch, self.data.tokens_per_epoch))
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:

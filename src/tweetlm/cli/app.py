@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterable
 
@@ -58,7 +59,22 @@ def _root(
     pass
 
 
+class _StderrWarnings(logging.Handler):
+    """tweetlm's logged warnings, as one `warning:` line each on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err_console.print(f"[yellow]warning:[/] {record.getMessage()}", highlight=False, soft_wrap=True)
+
+
+def log_warnings_to_stderr() -> None:
+    logger = logging.getLogger("tweetlm")
+    if not any(isinstance(h, _StderrWarnings) for h in logger.handlers):
+        logger.addHandler(_StderrWarnings(logging.WARNING))
+        logger.setLevel(logging.INFO)
+
+
 def main() -> None:
+    log_warnings_to_stderr()
     try:
         app()
     except TweetlmError as exc:

@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 from pathlib import Path
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from tweetlm.cli.app import app, console, err_console
+from tweetlm.cli.app import app, console
 from tweetlm.curate import REPORT_LABELS, CurateConfig, CurationReport, curate_account
 from tweetlm.errors import InputError
 from tweetlm.store import Dataset, Store, file_hash
-
-
-class _StderrWarnings(logging.Handler):
-    def emit(self, record: logging.LogRecord) -> None:
-        err_console.print(f"[yellow]warning:[/] {record.getMessage()}", highlight=False)
-
-
-def _log_warnings_to_stderr() -> None:
-    logger = logging.getLogger("tweetlm")
-    if not any(isinstance(h, _StderrWarnings) for h in logger.handlers):
-        logger.addHandler(_StderrWarnings(logging.WARNING))
-        logger.setLevel(logging.INFO)
 
 
 def _input_hash(path: Path) -> str:
@@ -33,19 +20,27 @@ def _input_hash(path: Path) -> str:
         return file_hash(path)
     digest = hashlib.sha256()
     for item in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in {".js", ".json"}):
-        digest.update(str(item.relative_to(path)).encode() + b"\x00" + file_hash(item).encode())
+        try:
+            digest.update(str(item.relative_to(path)).encode() + b"\x00" + file_hash(item).encode())
+        except OSError as exc:
+            raise InputError(f"{item} cannot be read ({exc.strerror}): check its permissions") from None
     return digest.hexdigest()
 
 
 @app.command("import", rich_help_panel="Data")
 def import_(
-    path: Path = typer.Argument(..., help="An X archive (.zip, folder or tweets.js), CSV, JSONL or text file."),
+    path: Path = typer.Argument(
+        ..., readable=False, help="An X archive (.zip, folder or tweets.js), CSV, JSONL or text file."
+    ),
     account: str | None = typer.Option(
         None, "--account", "-a", help="Account name to file the posts under (default: from the data)."
     ),
     fmt: str | None = typer.Option(None, "--format", "-f", help="x-archive, csv, jsonl or text (default: detected)."),
     text_column: str | None = typer.Option(None, "--text-column", help="CSV: the column that holds the text."),
     encoding: str | None = typer.Option(None, "--encoding", help="CSV/text encoding (default: UTF-8, detected)."),
+    delimiter: str | None = typer.Option(
+        None, "--delimiter", help="CSV: the field delimiter, e.g. ';' or tab (default: read from the header row)."
+    ),
     max_size: float = typer.Option(
         2048, "--max-size", min=0, help="Refuse a file, or a member of an archive, bigger than this many MB."
     ),
@@ -59,22 +54,19 @@ def import_(
       tweetlm import ../shared/data/fivethirtyeight/BarackObama.csv --account BarackObama
 
       tweetlm import posts.csv --text-column body --account me
-    """
-    from tweetlm.sources import ReadOptions, resolve
 
-    _log_warnings_to_stderr()
-    if not path.exists():
-        raise InputError(f"{path} does not exist: give the path of an X archive, CSV, JSONL or text file")
-    if path.is_file() and not _readable(path):
-        raise InputError(f"{path} cannot be read (permissions?)")
+      tweetlm import export.csv --delimiter ';'
+    """
+    from tweetlm.sources import ReadOptions, check_path, resolve
+
     max_bytes = int(max_size * 1024 * 1024)
-    if path.is_file() and path.suffix.lower() != ".zip" and path.stat().st_size > max_bytes:
-        raise InputError(f"{path} is over {max_size:g} MB: raise --max-size if it really is a file of posts")
+    check_path(path, max_bytes)
     source = resolve(path, fmt)
     options = ReadOptions(
-        account=account.lstrip("@") if account else None,
+        account=_account_option(account),
         text_column=text_column,
         encoding=encoding,
+        delimiter=_delimiter_option(delimiter),
         max_bytes=max_bytes,
     )
     with Store() as store, console.status(f"importing {path.name} ({source.name})"):
@@ -90,13 +82,25 @@ def import_(
         console.print(f"next: tweetlm curate {result.accounts[0]}")
 
 
-def _readable(path: Path) -> bool:
-    try:
-        with path.open("rb") as fh:
-            fh.read(1)
-    except OSError:
-        return False
-    return True
+def _account_option(account: str | None) -> str | None:
+    """--account without its @; an empty name (`--account ''` or `@`) is refused, not ignored."""
+    if account is None:
+        return None
+    name = account.strip().lstrip("@").strip()
+    if not name:
+        raise InputError(f"--account {account!r} is empty: give the name to file the posts under, or leave it out")
+    if any(not ch.isprintable() for ch in name):
+        raise InputError(f"--account {account!r} holds control characters: give a plain name")
+    return name
+
+
+def _delimiter_option(delimiter: str | None) -> str | None:
+    if delimiter is None:
+        return None
+    value = {"tab": "\t", "\\t": "\t"}.get(delimiter.lower(), delimiter)
+    if len(value) != 1 or value in '"\r\n' or value.isalnum():
+        raise InputError(f"--delimiter {delimiter!r}: give one character such as ',' ';' '|' or 'tab'")
+    return value
 
 
 @app.command("accounts", rich_help_panel="Data")

@@ -12,6 +12,7 @@ from tweetlm.cli.app import app, console
 from tweetlm.cli.data import print_curation
 from tweetlm.cli.model import TRAIN_PANEL, TrainDisplay, print_generation, print_losses
 from tweetlm.curate import CurateConfig, curate_account
+from tweetlm.errors import InputError
 from tweetlm.store import Store, file_hash
 
 SAMPLE = "BarackObama-sample.csv"
@@ -26,9 +27,17 @@ def sample_path() -> Path:
 
 def run_demo(minutes: float, output: Path | None, display: Any) -> Path:
     from tweetlm.generate import GenerateConfig, Generator
+    from tweetlm.models import check_base_model
     from tweetlm.sources import ReadOptions, resolve
-    from tweetlm.train import TrainConfig, train
+    from tweetlm.train import TrainConfig, check_can_create, train
 
+    # What can fail is checked before the sample goes into the store.
+    config = TrainConfig(accounts=(ACCOUNT,), max_minutes=minutes)
+    if output is not None:
+        if output.exists():
+            raise InputError(f"{output} already exists: choose another --output")
+        check_can_create(output, "--output")
+    check_base_model(config.base_model)
     path = sample_path()
     console.rule("1. import")
     console.print(f"sample: {CREDIT}")
@@ -42,7 +51,6 @@ def run_demo(minutes: float, output: Path | None, display: Any) -> Path:
         dataset, report = curate_account(store, ACCOUNT, CurateConfig())
         print_curation(dataset, report)
         console.rule("3. fine-tune the embedded SmolLM2-135M-Instruct")
-        config = TrainConfig(accounts=(ACCOUNT,), max_minutes=minutes)
         try:
             run = train(config, store=store, on_event=display, output=output)
         finally:

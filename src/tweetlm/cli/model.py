@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from tweetlm.cli.app import app, console, err_console, given_options
 from tweetlm.cli.options import config_options
-from tweetlm.events import Curated, Done, Evaluated, Event, Interrupting, Loading, Started, Step
+from tweetlm.events import Curated, Done, Evaluated, Event, Interrupting, Leftover, Loading, Started, Step
 from tweetlm.generate import GenerateConfig, Generation
 from tweetlm.runs import Metrics
 from tweetlm.train import TrainConfig
@@ -57,7 +56,7 @@ class TrainDisplay:
                     self.task,
                     completed=event.step,
                     loss=f"{event.loss:.3f}" if event.loss is not None else "-",
-                    eta=time.strftime("%M:%S", time.gmtime(event.eta)),
+                    eta=clock(event.eta),
                     speed=f"{event.tokens_per_s:.0f} tok/s",
                 )
             case Evaluated():
@@ -66,6 +65,8 @@ class TrainDisplay:
                 (self.progress.console if self.progress else console).print(line)
             case Interrupting():
                 err_console.print(event.message)
+            case Leftover():
+                err_console.print(f"[yellow]note:[/] {event.message}", highlight=False, soft_wrap=True)
             case Done():
                 self.stop()
 
@@ -73,6 +74,13 @@ class TrainDisplay:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+def clock(seconds: float) -> str:
+    """12:05, or 1:02:05 past an hour (a bare %M:%S wraps: 3580 s would read 59:40)."""
+    minutes, secs = divmod(int(max(seconds, 0)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
 @app.command("train", rich_help_panel=TRAIN_PANEL)
@@ -219,10 +227,12 @@ def generate_cmd(
         generator = FewShotGenerator(resolve_base_model(base_model).path, account, posts, few_shot, pick)
         gen = generator.generate(prompt, config)
     else:
-        from tweetlm.generate import Generator
+        from tweetlm.generate import Generator, check_prompt
         from tweetlm.runs import RunFolder
 
-        gen = Generator(RunFolder.resolve(run).path).generate(prompt, config)
+        run_dir = RunFolder.resolve(run).path
+        check_prompt(run_dir, prompt, config)  # before the model loads
+        gen = Generator(run_dir).generate(prompt, config)
     if as_json:
         typer.echo(json.dumps(gen.to_dict(), ensure_ascii=False, indent=2))
     else:

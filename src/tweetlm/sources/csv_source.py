@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tweetlm.errors import InputError, SourceFormatError
+from tweetlm.errors import InputError, NoDataError, SourceFormatError
 from tweetlm.records import Kind, Post
 from tweetlm.sources import ReadOptions, register
 
@@ -137,6 +137,8 @@ def _scan(path: Path, encoding: str) -> _Scan:
                 decoder.decode(chunk)
             except UnicodeDecodeError as exc:
                 return _Scan((exc.object[exc.start], fed - pending + exc.start), nul, controls)
+            except UnicodeError:  # e.g. UTF-16 without a byte order mark: the codec refuses the start
+                return _Scan((chunk[0], fed), nul, controls)
             fed += len(chunk)
         pending = len(decoder.getstate()[0])
         try:
@@ -233,17 +235,22 @@ class _Columns:
     lang: str | None
 
 
-def _columns(path: Path, fieldnames: Sequence[str], text_column: str | None) -> _Columns:
+def _columns(path: Path, fieldnames: Sequence[str], text_column: str | None, delimiter: str = ",") -> _Columns:
     found = ", ".join(repr(name) for name in fieldnames)
+    split = f"columns separated by {delimiter!r}"
+    if len(fieldnames) == 1:
+        split += "; pass --delimiter if the header row uses another separator"
     if text_column is not None:
         text = _column(fieldnames, (text_column,))
         if text is None:
-            raise SourceFormatError(f"{path} has no column {text_column!r} (columns: {found}): check --text-column")
+            raise SourceFormatError(
+                f"{path} has no column {text_column!r} (columns: {found}; {split}): check --text-column"
+            )
     else:
         text = _column(fieldnames, TEXT_COLUMNS)
         if text is None:
             raise SourceFormatError(
-                f"{path} has no text column (columns: {found}; looked for {', '.join(TEXT_COLUMNS)}): "
+                f"{path} has no text column (columns: {found}; looked for {', '.join(TEXT_COLUMNS)}; {split}): "
                 "pass --text-column NAME"
             )
     return _Columns(
@@ -279,21 +286,70 @@ def detect(path: Path) -> bool:
 @register("csv", detect=detect, help="CSV with a header row: text column auto-detected or --text-column")
 def read(path: Path, options: ReadOptions) -> Iterator[Post]:
     encoding = text_encoding(path, options.encoding, what="text CSV")
+    delimiter = options.delimiter or _sniff_delimiter(path, encoding)
     with path.open(encoding=encoding, newline="") as fh:
-        reader = csv.DictReader(fh, restkey="_extra")
+        reader = csv.DictReader(fh, restkey="_extra", delimiter=delimiter)
+        start = 1  # the line the record being read starts on
         try:
             fieldnames = reader.fieldnames
             if not fieldnames:
                 raise SourceFormatError(f"{path} is empty: a CSV needs a header row and one row a post")
-            columns = _columns(path, fieldnames, options.text_column)
+            columns = _columns(path, fieldnames, options.text_column, delimiter)
+            rows = posts = 0
+            start = reader.line_num + 1
             for row in reader:
-                post = _post(path, row, reader.line_num, columns, options)
+                rows += 1
+                _check_spanning(path, row, start, reader.line_num, len(fieldnames), delimiter)
+                post = _post(path, row, start, columns, options)
+                start = reader.line_num + 1
                 if post is not None:
+                    posts += 1
                     yield post
         except csv.Error as exc:
-            raise SourceFormatError(
-                f"{path} line {reader.line_num}: malformed CSV ({exc}): fix the quoting there"
-            ) from None
+            hint = "is a quote left open there?" if "field limit" in str(exc) else "fix the quoting there"
+            raise SourceFormatError(f"{path} line {start}: malformed CSV ({exc}): {hint}") from None
+    if not rows:
+        raise NoDataError(f"{path} has a header row ({', '.join(map(repr, fieldnames))}) and no rows: no posts")
+    if not posts:
+        raise NoDataError(f"{path} has {rows} rows and none has text in column {columns.text!r}: no posts")
+
+
+_DELIMITERS = ",;\t|"
+
+
+def _sniff_delimiter(path: Path, encoding: str) -> str:
+    """The delimiter that splits the header row into the most columns (a comma when none splits it)."""
+    with path.open(encoding=encoding, newline="") as fh:
+        header = fh.readline(_CHUNK)
+    counts = {d: len(next(csv.reader([header], delimiter=d), [])) for d in _DELIMITERS}
+    best = max(_DELIMITERS, key=lambda d: counts[d])  # the first (a comma) on ties
+    if best != "," and counts[best] > 1:
+        log.info("%s: columns separated by %r", path, best)
+    return best if counts[best] > 1 else ","
+
+
+def _check_spanning(path: Path, row: dict[str, str | None], start: int, end: int, width: int, delimiter: str) -> None:
+    """Warn about a quoted field that spans lines shaped like rows of this file: an unterminated quote
+    that merged the rows after it into itself."""
+    if end == start:
+        return
+    for value in row.values():
+        if not isinstance(value, str) or "\n" not in value:
+            continue
+        lines = value.split("\n")[1:]
+        shaped = sum(
+            1 for line in lines if line.strip() and len(next(csv.reader([line], delimiter=delimiter), [])) >= width
+        )
+        if width > 1 and shaped:
+            log.warning(
+                "%s line %d: a quoted field runs to line %d and holds %d line(s) shaped like rows: "
+                "is its closing quote missing? Those rows were read as part of it",
+                path,
+                start,
+                end,
+                shaped,
+            )
+            return
 
 
 def _post(path: Path, row: dict[str, str | None], line: int, columns: _Columns, options: ReadOptions) -> Post | None:

@@ -16,9 +16,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tweetlm.errors import SourceFormatError
+from tweetlm.errors import NoDataError, SourceFormatError
 from tweetlm.records import Kind, Post, Url
-from tweetlm.sources import ReadOptions, register
+from tweetlm.sources import MAX_POST_CHARS, ReadOptions, register, too_long
 from tweetlm.sources.csv_source import (
     DATE_COLUMNS,
     ID_COLUMNS,
@@ -30,6 +30,7 @@ from tweetlm.sources.csv_source import (
 )
 from tweetlm.sources.x_archive import tweet_to_post
 
+MAX_LINE_BYTES = 16 * 1024**2  # a twarc2 page of 100 tweets and their includes is about 1 MB
 _ACCOUNT_FIELDS = ("author", "username", "screen_name", "user", "account", "handle")
 _NAME_KEYS = ("username", "screen_name", "handle", "acct")
 _LIKE_FIELDS = ("likes", "like_count", "favorites", "favorite_count")
@@ -59,9 +60,17 @@ def detect(path: Path) -> bool:
     help="JSON Lines: twarc2 / X API v2 pages or flattened tweets, or one object a line with a text field",
 )
 def read(path: Path, options: ReadOptions) -> Iterator[Post]:
+    number = posts = 0
     with path.open("rb") as fh:
-        for number, data in enumerate(fh, 1):
+        # Lines are read with a cap: one endless line costs no more memory than MAX_LINE_BYTES.
+        while data := fh.readline(MAX_LINE_BYTES + 1):
+            number += 1
             where = _Line(path, number)
+            if len(data) > MAX_LINE_BYTES:
+                raise where.error(
+                    f"a line of over {MAX_LINE_BYTES // 1024**2} MB: JSON Lines hold one record (or one page "
+                    "of records) a line; is this really a file of posts?"
+                )
             try:
                 line = data.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as exc:
@@ -77,9 +86,18 @@ def read(path: Path, options: ReadOptions) -> Iterator[Post]:
                 raise where.error(
                     f"malformed JSON ({exc.msg} at column {exc.colno}): fix or remove that line"
                 ) from None
+            except RecursionError:
+                raise where.error("JSON nested too deeply: fix or remove that line") from None
             if not isinstance(record, dict):
                 raise where.error(f"expected a JSON object, found {type(record).__name__}")
-            yield from _posts(record, path, options, where)
+            for post in _posts(record, path, options, where):
+                if len(post.text) > MAX_POST_CHARS:
+                    raise too_long(f"{path} line {number}", len(post.text))
+                posts += 1
+                yield post
+    if not posts:
+        what = "is empty" if number == 0 else f"has {number} lines and no post with text in them"
+        raise NoDataError(f"{path} {what}: no posts (JSON Lines hold one JSON object a line)")
 
 
 def _posts(record: dict[str, Any], path: Path, options: ReadOptions, where: _Line) -> Iterator[Post]:

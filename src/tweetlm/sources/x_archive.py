@@ -25,9 +25,9 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from tweetlm.errors import InputError, SourceFormatError
+from tweetlm.errors import InputError, NoDataError, SourceFormatError
 from tweetlm.records import Kind, Post, Url
-from tweetlm.sources import ReadOptions, register
+from tweetlm.sources import MAX_POST_CHARS, ReadOptions, register, too_long
 from tweetlm.sources.csv_source import X_STATUS_URL, parse_count, parse_datetime
 
 _TWEETS_FILE = re.compile(r"^tweets?(?:-part(\d+))?\.js$")
@@ -38,6 +38,15 @@ _LEADING_MENTIONS = re.compile(r"^(?:@\w+\s+)+")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _TWITTER_TIME = "%a %b %d %H:%M:%S %z %Y"
 _LISTED = 8  # names shown when saying what a zip or folder holds instead
+# `window.YTD.tweets.part0 = `, `window.__THAR_CONFIG = ` (manifest.js): matched, not scanned for, so a
+# file without it is reported at its start rather than at some '=' inside a post.
+_ASSIGNMENT = re.compile(r"\s*(?:window\.)?[\w$]+(?:\.[\w$]+)*\s*=\s*")
+_NON_SPACE = re.compile(r"\S")
+# Real archive members deflate by at most about 10:1 (JSON of posts); a member that inflates over 100
+# times its compressed size, and to more than a few MB, is a bomb (e.g. 1 GB of spaces), refused early.
+_MAX_RATIO = 100
+_RATIO_FLOOR = 8 * 1024**2
+_READ_CHUNK = 1 << 20
 
 
 @dataclass
@@ -153,10 +162,15 @@ def read(path: Path, options: ReadOptions) -> Iterator[Post]:
 def _file_loader(base: Path, max_bytes: int) -> Loader:
     def load(name: str) -> bytes:
         file = base / name
-        if file.stat().st_size > max_bytes:
-            raise InputError(f"{file} is over {max_bytes:,} bytes: no real X export file is, refusing it")
-        with file.open("rb") as fh:
-            data = fh.read(max_bytes + 1)
+        try:
+            if not file.is_file():
+                raise InputError(f"{file} is not a regular file: refusing it")
+            if file.stat().st_size > max_bytes:
+                raise InputError(f"{file} is over {max_bytes:,} bytes: no real X export file is, refusing it")
+            with file.open("rb") as fh:
+                data = fh.read(max_bytes + 1)
+        except OSError as exc:
+            raise InputError(f"{file} cannot be read ({exc.strerror}): check its permissions") from None
         if len(data) > max_bytes:
             raise InputError(f"{file} is over {max_bytes:,} bytes: no real X export file is, refusing it")
         return data
@@ -195,20 +209,38 @@ def _read_zip(path: Path, options: ReadOptions) -> Iterator[Post]:
                     f"{path}: {name} would unpack to {info.file_size:,} bytes, over the {limit:,} byte limit:"
                     " refusing it"
                 )
+            bomb = max(_RATIO_FLOOR, _MAX_RATIO * info.compress_size)
+            if info.file_size > bomb:
+                raise _bomb(path, name, info)
+            # Streamed in chunks, so a member whose header lies about its size is stopped as it inflates.
+            parts: list[bytes] = []
+            size = 0
             try:
                 with archive.open(info) as fh:
-                    data = fh.read(limit + 1)
+                    while size <= limit and (chunk := fh.read(_READ_CHUNK)):
+                        parts.append(chunk)
+                        size += len(chunk)
+                        if size > bomb:
+                            raise _bomb(path, name, info)
             except (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, EOFError) as exc:
                 raise InputError(f"{path}: cannot read {name} ({exc}): download the archive again") from None
-            if len(data) > limit:
+            if size > limit:
                 raise InputError(f"{path}: {name} unpacks to over {limit:,} bytes: refusing it")
-            return data
+            return b"".join(parts)
 
         yield from _posts(layout, load, options, path, f"{path}:")
 
 
+def _bomb(path: Path, name: str, info: zipfile.ZipInfo) -> InputError:
+    return InputError(
+        f"{path}: {name} inflates from {info.compress_size:,} bytes to over {_MAX_RATIO} times that: "
+        "no real X archive does, refusing it (a zip bomb?)"
+    )
+
+
 def load_js(data: bytes, where: str) -> Any:
-    """The JSON value of an archive file (`window.YTD.x.partN = <JSON>`)."""
+    """The JSON value of an archive file (`window.YTD.x.partN = <JSON>`; the manifest's
+    `window.__THAR_CONFIG = <JSON>`)."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -216,22 +248,32 @@ def load_js(data: bytes, where: str) -> Any:
             f"{where} is not UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}): "
             "download the archive again"
         ) from None
-    equals = text.find("=")
-    if equals < 0:
-        raise SourceFormatError(f"{where} is not an X archive file: no 'window.YTD... =' assignment in it")
-    start = equals + 1
-    while start < len(text) and text[start].isspace():
-        start += 1
+    head = _ASSIGNMENT.match(text)
+    if head is None:
+        first = _NON_SPACE.search(text)
+        found = repr(text[first.start() :][:40].splitlines()[0]) if first else "nothing but whitespace"
+        line = text.count("\n", 0, first.start()) + 1 if first else 1
+        column = first.start() - text.rfind("\n", 0, first.start()) if first else 1
+        raise SourceFormatError(
+            f"{where}:{line}:{column}: not an X archive file: expected 'window.YTD.tweets.part0 = ' at the start, "
+            f"found {found}"
+        )
+    start = head.end()
+    if (value_at := _NON_SPACE.search(text, start)) is None:
+        raise SourceFormatError(f"{where}: not an X archive file: nothing after the '=' assignment")
     try:
-        value, end = json.JSONDecoder().raw_decode(text, start)
+        value, end = json.JSONDecoder().raw_decode(text, value_at.start())
     except json.JSONDecodeError as exc:
         raise SourceFormatError(
             f"{where}:{exc.lineno}:{exc.colno}: malformed JSON ({exc.msg}): the file is damaged, "
             "download the archive again"
         ) from None
-    if text[end:].strip().rstrip(";").strip():
-        line = text.count("\n", 0, end) + 1
-        column = end - text.rfind("\n", 0, end)
+    except RecursionError:
+        raise SourceFormatError(f"{where}: JSON nested too deeply: the file is damaged") from None
+    tail = _NON_SPACE.search(text, end)
+    if tail is not None and not (text[tail.start()] == ";" and _NON_SPACE.search(text, tail.start() + 1) is None):
+        line = text.count("\n", 0, tail.start()) + 1
+        column = tail.start() - text.rfind("\n", 0, tail.start())
         raise SourceFormatError(f"{where}:{line}:{column}: unexpected text after the JSON: the file is damaged")
     return value
 
@@ -276,11 +318,16 @@ def _posts(layout: _Layout, load: Loader, options: ReadOptions, source: Path, pr
     seen: set[str] = set()
     for name in layout.tweets:
         where = prefix + name
-        for tweet in _entries(load_js(load(name), where), "tweet", where):
+        for index, tweet in enumerate(_entries(load_js(load(name), where), "tweet", where)):
             post = tweet_to_post(tweet, account=account, platform=platform, notes=notes, where=where)
+            if len(post.text) > MAX_POST_CHARS:
+                raise too_long(f"{where}: entry {index}", len(post.text))
             if post.post_id not in seen:
                 seen.add(post.post_id)
                 yield post
+    if not seen:
+        parts = ", ".join(prefix + name for name in layout.tweets)
+        raise NoDataError(f"{parts} holds an empty list of tweets: no posts to import")
 
 
 # --------------------------------------------------------------------------------- note tweets

@@ -68,7 +68,13 @@ def open_storage(url: str | None = None, heartbeat: int | None = None) -> RDBSto
     elif parsed.get_backend_name() == "sqlite":
         engine_kwargs = {"connect_args": {"timeout": 60}}
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(parsed.database).expanduser().parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InputError(
+                    f"cannot open the sweep database {masked} (cannot create {folder}: {exc.strerror}); check --storage"
+                ) from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
@@ -102,6 +108,11 @@ def load_study(name: str, storage: str | None = None) -> optuna.Study:
     """An existing study, or NoDataError naming the studies that exist."""
     import optuna
 
+    if storage is None and not (paths.home() / STORAGE_FILE).is_file():  # looking creates no database
+        raise NoDataError(
+            f"no sweep study {name!r} in {mask_url(default_storage())} (there are no studies there yet); "
+            "run `tweetlm sweep` first"
+        )
     rdb = open_storage(storage)
     try:
         return optuna.load_study(study_name=name, storage=rdb)

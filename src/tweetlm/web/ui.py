@@ -6,6 +6,7 @@ GRADIO_TEMP_DIR (where uploads land) before Gradio reads it.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -457,8 +458,21 @@ def check_port(host: str, port: int) -> None:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
+        except socket.gaierror as exc:
+            raise InputError(
+                f"--host {host} is not a name or address of this machine ({exc.strerror}): "
+                "give 127.0.0.1, 0.0.0.0 or one of this machine's addresses"
+            ) from None
         except OSError as exc:
-            raise InputError(f"cannot listen on {host}:{port} ({exc.strerror}): pass another --port") from exc
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise InputError(
+                    f"--host {host} is not an address of this machine: give 127.0.0.1, 0.0.0.0 or one of its addresses"
+                ) from None
+            if exc.errno == errno.EACCES and port < 1024:
+                raise InputError(
+                    f"cannot listen on port {port} (ports below 1024 need root): pass --port 7860"
+                ) from None
+            raise InputError(f"cannot listen on {host}:{port} ({exc.strerror}): pass another --port") from None
 
 
 def serve(host: str, port: int, public: bool, max_upload_mb: int, say: Callable[[str], None]) -> None:
