@@ -102,8 +102,7 @@ def resolve_base_model(name: str | None) -> BaseModel:
     base saved with `--as-base NAME`, a folder, or an HF model id."""
     if name is None or name.lower() in EMBEDDED_ALIASES:
         return BaseModel(EMBEDDED_NAME, str(embedded_model_dir()), embedded=True)
-    named = paths.bases_dir() / name if _BASE_NAME.fullmatch(name) else None
-    if named is not None and (named / "config.json").is_file():
+    if (named := _named_base(name)) is not None:
         return BaseModel(f"post-style base {name}", str(named), embedded=False)
     local = Path(name).expanduser()
     if _exists(local):
@@ -113,6 +112,12 @@ def resolve_base_model(name: str | None) -> BaseModel:
     return BaseModel(name, name, embedded=False)
 
 
+def _named_base(name: str) -> Path | None:
+    """The folder of the post-style base `name`, if one was saved under that name."""
+    named = paths.bases_dir() / name if _BASE_NAME.fullmatch(name) else None
+    return named if named is not None and (named / "config.json").is_file() else None
+
+
 def check_base_model(name: str | None) -> None:
     """Fail fast, before data is prepared or a model loads, on a base model that cannot be had: the
     embedded one not installed, a folder that is no model, or a Hub id that is neither in the HF cache
@@ -120,6 +125,8 @@ def check_base_model(name: str | None) -> None:
     if name is None or name.lower() in EMBEDDED_ALIASES:
         if not (paths.cache_dir() / _CACHE_NAME / "config.json").is_file():
             embedded_gguf()
+        return
+    if _named_base(name) is not None:
         return
     if _exists(Path(name).expanduser()):
         resolve_base_model(name)
