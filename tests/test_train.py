@@ -79,7 +79,12 @@ def test_train_writes_a_run_folder_that_pipeline_loads(tiny_model: Path) -> None
     assert evals[0].step == 0 and len(evals) == 3  # at the start, then every epoch
     assert meta.config["learning_rate"] == 3e-3 and meta.data["hash"]
     card = (run / "README.md").read_text()
-    assert "Machine-generated text" in card and "| kept |" in card and "pipeline(" in card
+    assert (
+        "Machine-generated text" in card
+        and "| kept for training |" in card
+        and "| languages kept | " in card
+        and "pipeline(" in card
+    )
     assert f'model="{run.name}"' in card and ".partial" not in card
 
     from transformers import pipeline

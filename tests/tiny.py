@@ -8,7 +8,9 @@ from pathlib import Path
 EOS = "<|endoftext|>"
 
 
-def build_tiny_model(dest: Path, corpus: Iterable[str], family: str = "llama", vocab: int = 400) -> Path:
+def build_tiny_model(
+    dest: Path, corpus: Iterable[str], family: str = "llama", vocab: int = 400, context: int = 256
+) -> Path:
     """Save a tiny model and tokenizer in HF format to `dest` (a valid --base-model folder)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -27,7 +29,7 @@ def build_tiny_model(dest: Path, corpus: Iterable[str], family: str = "llama", v
             n_embd=32,
             n_layer=2,
             n_head=2,
-            n_positions=256,
+            n_positions=context,
             bos_token_id=tokenizer.eos_token_id,
             eos_token_id=tokenizer.eos_token_id,
         )
@@ -40,7 +42,7 @@ def build_tiny_model(dest: Path, corpus: Iterable[str], family: str = "llama", v
             num_hidden_layers=2,
             num_attention_heads=4,
             num_key_value_heads=2,
-            max_position_embeddings=256,
+            max_position_embeddings=context,
             eos_token_id=tokenizer.eos_token_id,
             bos_token_id=tokenizer.eos_token_id,
             tie_word_embeddings=True,

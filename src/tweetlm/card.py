@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tweetlm.paths import atomic_write
-from tweetlm.runs import CARD_FILE
+from tweetlm.runs import CARD_FILE, POSTS_FILE
 
 if TYPE_CHECKING:
     from tweetlm.runs import RunInfo
@@ -19,23 +19,14 @@ NOTICE = (
 )
 SHORT_LABEL = "machine-generated, not written by the person"
 
-_ROWS = [
-    ("downloaded", "posts downloaded"),
-    ("retweets", "retweets"),
-    ("replies", "replies"),
-    ("quotes", "quote posts"),
-    ("language", "other languages"),
-    ("short", "short / boring"),
-    ("empty", "empty after cleaning"),
-    ("duplicates", "duplicates"),
-    ("kept", "kept"),
-]
-
 
 def curation_table(datasets: dict[str, Any]) -> str:
     accounts = list(datasets)
     lines = ["| | " + " | ".join(f"@{a}" for a in accounts) + " |", "|---|" + "---:|" * len(accounts)]
-    for key, label in _ROWS:
+    from tweetlm.curate import REPORT_LABELS, RULES, CurationReport
+
+    for key in ("downloaded", *RULES, "kept"):
+        label = REPORT_LABELS[key]
         values = []
         for account in accounts:
             report = datasets[account]["report"]
@@ -43,6 +34,8 @@ def curation_table(datasets: dict[str, Any]) -> str:
         if key not in ("downloaded", "kept") and not any(values):
             continue
         lines.append(f"| {label} | " + " | ".join(str(v) for v in values) + " |")
+    mixes = [CurationReport.from_dict(datasets[a]["report"]).language_mix() for a in accounts]
+    lines.append("| languages kept | " + " | ".join(mixes) + " |")
     return "\n".join(lines)
 
 
@@ -145,6 +138,10 @@ Posts of {who}, curated by tweetlm (data hash `{run.data["hash"]}`):
 {metrics.steps} optimizer steps, {metrics.train_posts} training and {metrics.validation_posts}
 validation posts, {metrics.train_seconds:.0f} s on {run.versions["torch"]}.
 
+## Files
+
+{files_section(run_dir)}
+
 ## Limitations
 
 - It imitates style, not knowledge: facts, dates and opinions in its outputs are invented.
@@ -164,3 +161,50 @@ Base model: {base}. tweetlm follows the recipe of HuggingTweets by Boris Dayma.
 
 def _eos_literal(run: RunInfo) -> str:
     return run.eos_token
+
+
+def files_section(folder: Path) -> str:
+    """What the folder holds, measured when the card is written: the weights' type and size, a GGUF, and
+    whether the person's training posts are in it."""
+    lines = []
+    weights = sorted(folder.glob("model*.safetensors"))
+    if weights:
+        size = sum(w.stat().st_size for w in weights)
+        lines.append(f"- `{weights[0].name}`: the weights in {safetensors_dtype(weights[0])}, {human_size(size)}.")
+    for gguf_file in sorted(folder.glob("*.gguf")):
+        lines.append(
+            f"- `{gguf_file.name}`: for llama.cpp and Ollama ({gguf_type(gguf_file)}), "
+            f"{human_size(gguf_file.stat().st_size)}"
+            + ("; `ollama create NAME -f Modelfile` uses it." if (folder / "Modelfile").is_file() else ".")
+        )
+    posts = folder / POSTS_FILE
+    if posts.is_file():
+        data = json.loads(posts.read_text(encoding="utf-8"))
+        n = sum(len(texts) for part in data.values() for texts in part.values())
+        lines.append(f"- `{POSTS_FILE}`: the {n} curated posts it was trained and validated on.")
+    else:
+        lines.append("- The posts it was trained on are not included.")
+    return "\n".join(lines)
+
+
+def human_size(n_bytes: int) -> str:
+    return f"{n_bytes / 1e6:.1f} MB" if n_bytes >= 1e5 else f"{n_bytes / 1e3:.1f} kB"
+
+
+def safetensors_dtype(path: Path) -> str:
+    """The dtype of the first tensor, from the file's JSON header (no tensor is read)."""
+    with path.open("rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(length))
+    dtypes = {v["dtype"] for k, v in header.items() if k != "__metadata__"}
+    names = {"BF16": "bf16", "F16": "fp16", "F32": "fp32"}
+    return "/".join(sorted(names.get(d, d.lower()) for d in dtypes)) or "unknown"
+
+
+def gguf_type(path: Path) -> str:
+    from gguf import GGUFReader, LlamaFileType
+
+    field = GGUFReader(path).get_field("general.file_type")
+    if field is None:
+        return "GGUF"
+    return LlamaFileType(int(field.contents())).name.removeprefix("MOSTLY_")

@@ -44,3 +44,7 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     if isinstance(exc, TweetlmError):
         return " ".join(str(exc).split())
     return f"{type(exc).__name__}: {first_line(exc, limit)}"
+
+
+class HubError(TweetlmError):
+    """The Hugging Face Hub refused or failed an upload."""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from tweetlm import paths
 from tweetlm.card import SHORT_LABEL
-from tweetlm.curate import REPORT_LABELS, RULES
+from tweetlm.curate import REPORT_LABELS, RULES, CurationReport
 from tweetlm.errors import InputError
 from tweetlm.evaluate import table_header, table_rows, voice_summary
 from tweetlm.runs import SAMPLES_FILE, RunFolder, RunInfo
@@ -200,6 +200,7 @@ def _curation(run: RunInfo) -> str:
         ]
         if key in ("downloaded", "kept") or any(values):
             rows.append((REPORT_LABELS.get(key, key), *values))
+    rows.append(("languages kept", *(CurationReport.from_dict(datasets[a]["report"]).language_mix() for a in accounts)))
     rows.append(
         (
             "training / validation posts",

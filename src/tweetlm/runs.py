@@ -89,6 +89,11 @@ class RunInfo:
     versions: dict[str, str] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     eos_token: str = ""
+    # A run made by `tweetlm update`: the run it continued, the runs before that (oldest first), and
+    # what the update measured (new posts, held-out loss before and after).
+    parent: str | None = None
+    chain: list[str] = field(default_factory=list)
+    update: dict[str, Any] | None = None
 
     @property
     def keep_newlines(self) -> bool:

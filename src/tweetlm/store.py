@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tweetlm import paths
-from tweetlm.errors import NoDataError, StoreError
+from tweetlm.errors import InputError, NoDataError, StoreError
 from tweetlm.records import Kind, Post, Url
 
 
@@ -74,6 +74,19 @@ def file_hash(path: Path, chunk: int = 1 << 20) -> str:
     with path.open("rb") as fh:
         while block := fh.read(chunk):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def input_hash(path: Path) -> str:
+    """A file's hash, or for an extracted archive folder the hash of its .js/.json files."""
+    if path.is_file():
+        return file_hash(path)
+    digest = hashlib.sha256()
+    for item in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in {".js", ".json"}):
+        try:
+            digest.update(str(item.relative_to(path)).encode() + b"\x00" + file_hash(item).encode())
+        except OSError as exc:
+            raise InputError(f"{item} cannot be read ({exc.strerror}): check its permissions") from None
     return digest.hexdigest()
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tweetlm import __version__, paths
-from tweetlm.curate import CurateConfig, curate_account
+from tweetlm.curate import CurateConfig, curate_account, mixed_languages
 from tweetlm.dataset import (
     EpochBatches,
     PostDataset,
@@ -79,6 +79,7 @@ log = logging.getLogger("tweetlm")
 
 SCHEDULERS = ("constant", "linear", "cosine")
 ATTENTIONS = ("auto", "eager", "sdpa")
+SAVE_DTYPES = ("auto", "bf16", "fp32")
 # `tweetlm train --fast`: one epoch at a higher peak rate. On the BarackObama CSV it reached a validation
 # loss within 1.2% of the 4-epoch default's best epoch in a quarter of the time (docs/performance.md).
 FAST = {"epochs": 1.0, "learning_rate": 3e-4}
@@ -159,6 +160,9 @@ class TrainConfig:
     threads: int = option(0, "CPU threads for torch (0: its default, one per core).", "--threads")
     compile: bool = option(False, "torch.compile the model (minutes of compiling on a CPU).", "--compile")
     attention: str = option("auto", "auto (eager on CPU), eager or sdpa.", "--attention")
+    save_dtype: str = option(
+        "auto", "Weights as saved: auto (bf16 when trained in bf16, half the size), bf16 or fp32.", "--save-dtype"
+    )
 
     def __post_init__(self) -> None:
         checks = [
@@ -180,6 +184,7 @@ class TrainConfig:
             (0 < self.lora_learning_rate < 1, "lora_learning_rate", "must be in (0, 1)"),
             (self.threads >= 0, "threads", "must be >= 0 (0: torch's default)"),
             (self.attention in ATTENTIONS, "attention", f"must be one of {', '.join(ATTENTIONS)}"),
+            (self.save_dtype in SAVE_DTYPES, "save_dtype", f"must be one of {', '.join(SAVE_DTYPES)}"),
             (not (self.lora_rank and self.freeze_embeddings), "freeze_embeddings", "LoRA already freezes them"),
             (
                 self.train_layers == "all" or not self.freeze_layers,
@@ -259,8 +264,12 @@ def train(
     *,
     callbacks: Sequence[TrainerCallback] = (),
     stop: threading.Event | None = None,
+    splits: dict[str, Split] | None = None,
 ) -> RunResult:
     """Train and write the run folder (`output`, or a new one under runs/); returns its path and metrics.
+
+    `splits` replaces the seeded split of each account's curated posts (`tweetlm update` trains on the
+    new posts and a replay of older ones).
 
     `callbacks` are extra HF TrainerCallbacks (trackers, sweep pruners); setting `stop` stops the run
     like Ctrl-C does (a checkpoint, then TrainingInterrupted). `resume` continues the newest interrupted
@@ -276,7 +285,7 @@ def train(
         check_can_create(final, "--output" if output else "the run folder")  # before any model loads
         dest = Destination(RunFolder(final).partial_path, final)
     hooks = Hooks(on_event or ignore, callbacks, stop or threading.Event())
-    metrics, run_dir = _run(config, store, dest, hooks)
+    metrics, run_dir = _run(config, store, dest, hooks, splits)
     assert run_dir is not None
     return RunResult(run_dir, metrics)
 
@@ -299,7 +308,9 @@ def train_trial(
     return metrics
 
 
-def _run(config: TrainConfig, store: Store | None, dest: Destination, hooks: Hooks) -> tuple[Metrics, Path | None]:
+def _run(
+    config: TrainConfig, store: Store | None, dest: Destination, hooks: Hooks, splits: dict[str, Split] | None = None
+) -> tuple[Metrics, Path | None]:
     check_base_model(config.base_model)  # fails fast, before data is prepared or a model loads
     # A curation done here is undone if the data then proves too small: a failed run changes nothing.
     with _opened(store) as opened, opened.transaction():
@@ -307,14 +318,18 @@ def _run(config: TrainConfig, store: Store | None, dest: Destination, hooks: Hoo
     if not dest.trial and not dest.resume:
         tidy_partials(config.accounts, hooks.emit)
     with _torch_threads(config.threads):
-        return _train(config, datasets, dest, hooks)
+        return _train(config, datasets, dest, hooks, splits)
 
 
 def _train(
-    config: TrainConfig, datasets: dict[str, Dataset], dest: Destination, hooks: Hooks
+    config: TrainConfig,
+    datasets: dict[str, Dataset],
+    dest: Destination,
+    hooks: Hooks,
+    given_splits: dict[str, Split] | None = None,
 ) -> tuple[Metrics, Path | None]:
     started = time.monotonic()
-    splits = {account: split_posts(ds.texts, config.seed) for account, ds in datasets.items()}
+    splits = given_splits or {account: split_posts(ds.texts, config.seed) for account, ds in datasets.items()}
     base = resolve_base_model(config.base_model)
     precision = resolve_precision(config.precision)
     hooks.emit(Loading(base.name, precision))
@@ -379,6 +394,8 @@ def load_datasets(store: Store, accounts: tuple[str, ...], on_event: EventHandle
             dataset, report = curate_account(store, account, CurateConfig())
             events.append(Curated(account, report.to_dict(), dataset.hash))
         check_enough_posts(dataset.n_posts)
+        if warning := mixed_languages(dataset):
+            log.warning(warning)
         datasets[account] = dataset
     if len(set(datasets)) != len(accounts):
         raise InputError("an account is named twice")
@@ -758,6 +775,10 @@ def save_run(
         param.requires_grad_(True)
     model.config.use_cache = True
     model.generation_config = GenerationConfig(**generation_config(tokenizer))
+    if config.save_dtype == "bf16" or (config.save_dtype == "auto" and precision == "bf16"):
+        import torch
+
+        model = model.to(torch.bfloat16)  # the weights it computed with, at half the size of fp32
     with quiet_progress():
         model.save_pretrained(dest.work)
     tokenizer.save_pretrained(dest.work)

@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from tweetlm.cli.app import app, console
-from tweetlm.curate import REPORT_LABELS, CurateConfig, CurationReport, curate_account
+from tweetlm.cli.app import app, console, err_console
+from tweetlm.curate import REPORT_LABELS, SWITCHES, CurateConfig, CurationReport, curate_account, mixed_languages
 from tweetlm.errors import InputError
-from tweetlm.store import Dataset, Store, file_hash
-
-
-def _input_hash(path: Path) -> str:
-    if path.is_file():
-        return file_hash(path)
-    digest = hashlib.sha256()
-    for item in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in {".js", ".json"}):
-        try:
-            digest.update(str(item.relative_to(path)).encode() + b"\x00" + file_hash(item).encode())
-        except OSError as exc:
-            raise InputError(f"{item} cannot be read ({exc.strerror}): check its permissions") from None
-    return digest.hexdigest()
+from tweetlm.store import Dataset, Store, input_hash
 
 
 @app.command("import", rich_help_panel="Data")
@@ -71,7 +58,7 @@ def import_(
     )
     with Store() as store, console.status(f"importing {path.name} ({source.name})"):
         result = store.import_posts(
-            source.read(path, options), source=source.name, path=str(path.resolve()), file_hash=_input_hash(path)
+            source.read(path, options), source=source.name, path=str(path.resolve()), file_hash=input_hash(path)
         )
     who = ", ".join(result.accounts) or "no account"
     console.print(
@@ -155,13 +142,24 @@ def curate(
     keep_retweets: bool = typer.Option(False, "--keep-retweets", help="Keep retweets (dropped by default)."),
     drop_replies: bool = typer.Option(False, "--drop-replies/--keep-replies", help="Drop replies to others."),
     drop_quotes: bool = typer.Option(False, "--drop-quotes/--keep-quotes", help="Drop quote posts."),
-    lang: str | None = typer.Option(None, "--lang", help="Keep only this language (e.g. en)."),
+    lang: str | None = typer.Option(
+        None, "--lang", help="Keep only this language (e.g. en, ja): the platform's, else detected (py3langid)."
+    ),
     keep_urls: bool = typer.Option(False, "--keep-urls", help="Keep links (removed by default)."),
     strip_mentions: bool = typer.Option(False, "--strip-mentions", help="Strip leading @mentions."),
     keep_newlines: bool = typer.Option(False, "--keep-newlines", help="Keep line breaks (default: spaces)."),
-    min_words: int = typer.Option(3, "--min-words", min=0, help="Drop posts with fewer words (not @, #, links)."),
+    min_words: int = typer.Option(
+        3,
+        "--min-words",
+        min=0,
+        help="Drop posts with fewer words (not @, #, links); in Chinese, Japanese, Thai, Lao, Khmer and Myanmar "
+        "each letter counts as a word (switch off with --off by-script).",
+    ),
     keep_duplicates: bool = typer.Option(False, "--keep-duplicates", help="Keep exact duplicates."),
     no_fix_text: bool = typer.Option(False, "--no-fix-text", help="Do not unescape entities or repair mojibake."),
+    off: list[str] = typer.Option(
+        [], "--off", help=f"Switch rules off by name, comma-separated or repeated: {', '.join(SWITCHES)}."
+    ),
     show_dropped: int = typer.Option(2, "--show-dropped", min=0, help="Examples to show of what each rule dropped."),
 ) -> None:
     """Clean an account's posts into a versioned training set and print what was kept and why.
@@ -171,6 +169,8 @@ def curate(
       tweetlm curate BarackObama
 
       tweetlm curate me --drop-replies --strip-mentions --lang en --show-dropped 5
+
+      tweetlm curate me --off automated,leftovers
     """
     config = CurateConfig(
         drop_retweets=not keep_retweets,
@@ -183,7 +183,7 @@ def curate(
         keep_newlines=keep_newlines,
         min_words=min_words,
         drop_duplicates=not keep_duplicates,
-    )
+    ).without(name for names in off for name in names.split(",") if name.strip())
     with Store() as store:
         dataset, report = curate_account(store, account, config, examples=max(show_dropped, 3), with_posts=False)
     print_curation(dataset, report, show_dropped)
@@ -191,6 +191,9 @@ def curate(
 
 def print_curation(dataset: Dataset, report: CurationReport, show_examples: int = 2) -> None:
     console.print(report_table(report, f"curation of {dataset.account}", show_examples))
+    console.print(f"languages kept: {report.language_mix()}", highlight=False)
+    if warning := mixed_languages(dataset):
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     console.print(
         f"dataset [bold]{dataset.hash}[/]: {dataset.n_posts} posts ready for `tweetlm train {dataset.account}`"
     )

@@ -33,6 +33,11 @@ def eval_cmd(
       tweetlm eval BarackObama
 
       tweetlm eval BarackObama -n 200 --seed 1 --json
+
+      tweetlm eval BarackObama --contrast-run alrocar   # a model of another account: should not sound like Obama
+
+    The voice check needs at least 3 other accounts in the store (--min-other-accounts): against a single
+    one, telling the account apart is too easy to mean anything.
     """
     from tweetlm.evaluate import evaluate_run
     from tweetlm.runs import RunFolder
