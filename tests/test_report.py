@@ -73,8 +73,9 @@ def test_the_report_is_one_self_contained_page(runs: list[Path], tmp_path: Path)
     page = path.read_text(encoding="utf-8")
     parsed = _parse(page)
     assert "script" not in parsed.tags and "link" not in parsed.tags and not parsed.references
-    assert len(parsed.images) == 1 and parsed.images[0].startswith("data:image/png;base64,")
-    assert base64.b64decode(parsed.images[0].split(",", 1)[1]).startswith(PNG_MAGIC)
+    # The loss curves, then the maps (the topics of the run's account; the style map needs a second one).
+    assert len(parsed.images) >= 2 and all(i.startswith("data:image/png;base64,") for i in parsed.images)
+    assert all(base64.b64decode(i.split(",", 1)[1]).startswith(PNG_MAGIC) for i in parsed.images)
     text = " ".join(" ".join(parsed.text).split())
     assert NOTICE in text and "machine-generated, not written by the person" in text
     # The curation table, the eval table and the sample table.

@@ -440,3 +440,12 @@ def curate_account(
             f"rule '{culprit[0]}' removed {culprit[1]} (switch it off or lower its threshold)"
         )
     return dataset, report
+
+
+def account_texts(store: Store, account: str) -> list[str]:
+    """An account's curated posts: its latest curated dataset, else its posts curated with the default
+    rules (in memory; nothing is saved)."""
+    dataset = store.dataset(account)
+    if dataset is not None:
+        return dataset.texts
+    return [p.text for p in curate_posts(store.iter_posts(account), CurateConfig()).posts]

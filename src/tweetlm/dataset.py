@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tweetlm.errors import TrainingError
+from tweetlm.errors import InputError, TrainingError
 
 if TYPE_CHECKING:
     import torch
@@ -78,16 +78,46 @@ class Mix:
 
     posts: dict[str, int]
     per_epoch: dict[str, int]
+    weights: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {a: {"train_posts": self.posts[a], "drawn_per_epoch": self.per_epoch[a]} for a in self.posts}
+        return {
+            a: {"train_posts": self.posts[a], "drawn_per_epoch": self.per_epoch[a]}
+            | ({"weight": self.weights[a]} if self.weights else {})
+            for a in self.posts
+        }
 
 
-def balance(sizes: dict[str, int], max_upsample: float = 4.0) -> Mix:
-    """Upsample smaller accounts towards the largest (at most `max_upsample` times their size)."""
+def balance(sizes: dict[str, int], max_upsample: float = 4.0, weights: dict[str, float] | None = None) -> Mix:
+    """Upsample smaller accounts towards the largest (at most `max_upsample` times their size). With
+    `weights`, the same number of posts per epoch is shared out in those proportions instead."""
     largest = max(sizes.values())
     per_epoch = {a: min(largest, int(n * max_upsample)) if len(sizes) > 1 else n for a, n in sizes.items()}
-    return Mix(dict(sizes), per_epoch)
+    if weights:
+        total, scale = sum(per_epoch.values()), sum(weights.values())
+        per_epoch = {a: max(1, round(total * weights[a] / scale)) for a in sizes}
+    return Mix(dict(sizes), per_epoch, weights)
+
+
+def parse_mix(spec: str, accounts: Sequence[str]) -> dict[str, float] | None:
+    """`alice=0.7,bob=0.3` -> {"alice": 0.7, "bob": 0.3}, keyed by the names in `accounts` (matched
+    ignoring case; every account once, weights > 0); "" -> None (balanced)."""
+    if not spec:
+        return None
+    weights: dict[str, float] = {}
+    for part in spec.split(","):
+        name, _, value = part.partition("=")
+        name = name.strip().lstrip("@")
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            raise InputError(f"mix={spec!r}: write it as ACCOUNT=WEIGHT,... e.g. alice=0.7,bob=0.3") from None
+        if not weights[name] > 0:
+            raise InputError(f"mix={spec!r}: the weight of {name} must be > 0")
+    by_name = {a.lower(): w for a, w in weights.items()}
+    if set(by_name) != {a.lower() for a in accounts} or len(weights) != len(accounts):
+        raise InputError(f"mix={spec!r}: give one weight for each trained account ({', '.join(accounts)})")
+    return {a: by_name[a.lower()] for a in accounts}
 
 
 class EpochBatches:

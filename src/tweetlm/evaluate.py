@@ -65,6 +65,9 @@ class EvalConfig:
     max_posts: int = field(default=500, metadata={"help": "real posts per class for the voice classifier"})
     max_new_tokens: int = option(MAX_NEW_TOKENS, "Tokens to sample per post at most.", "--max-new-tokens")
     precision: str = field(default="auto", metadata={"help": "auto, bf16 or fp32"})
+    few_shot: int = option(
+        5, "Real posts in the prompt of the few-shot column (the base model, no training); 0: no column.", "--few-shot"
+    )
     min_other_accounts: int = option(
         MIN_OTHER_ACCOUNTS,
         "Other accounts the voice check needs in the store to contrast with (one is too easy to tell apart).",
@@ -75,6 +78,8 @@ class EvalConfig:
     )
 
     def __post_init__(self) -> None:
+        if not 0 <= self.few_shot <= 50:
+            raise InputError(f"few_shot={self.few_shot}: between 0 (no column) and 50 posts")
         if not 2 <= self.n <= 500:
             raise InputError(f"n={self.n}: generate between 2 and 500 posts per model")
         if self.copy_run < 2:
@@ -210,6 +215,7 @@ def voice_check(
     embed: Embed,
     seed: int = 0,
     max_posts: int = 500,
+    also: dict[str, Sequence[str]] | None = None,
     contrast_generated: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Fit a logistic regression on `own` real posts against other accounts' real posts and base-model
@@ -218,6 +224,7 @@ def voice_check(
     `heldout_accuracy` is measured on real posts it never saw: `own_heldout` (should be attributed) and
     the held-out posts of the other accounts (should not), or held-out base outputs when there are no
     other accounts. `generated_attributed` is the share of `generated` attributed to the account;
+    `also_attributed` the same for each list in `also` (other models' outputs, not fitted on).
     `contrast_attributed` the share of `contrast_generated` (posts of a model fine-tuned on another
     account: they sound like posts, not like this person), which a useful classifier keeps low.
     """
@@ -241,12 +248,14 @@ def voice_check(
             f"the voice check needs at least 2 posts of the account and 2 to contrast with "
             f"(got {len(own_fit)} and {len(negatives)})"
         )
+    extra = {name: list(posts) for name, posts in (also or {}).items()}
     groups = [own_fit, negatives, own_held, other_held, base_held, list(generated), list(contrast_generated)]
+    groups += extra.values()
     vectors = embed([t for group in groups for t in group])
     parts = np.cumsum([0, *map(len, groups)])
-    x_own, x_neg, x_own_held, x_other_held, x_base_held, x_gen, x_contrast = (
-        vectors[parts[i] : parts[i + 1]] for i in range(len(groups))
-    )
+    sliced = [vectors[parts[i] : parts[i + 1]] for i in range(len(groups))]
+    x_own, x_neg, x_own_held, x_other_held, x_base_held, x_gen, x_contrast = sliced[:7]
+    x_extra = dict(zip(extra, sliced[7:], strict=True))
     classifier = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000, random_state=seed)
     classifier.fit(np.vstack([x_own, x_neg]), np.r_[np.ones(len(x_own)), np.zeros(len(x_neg))])
 
@@ -267,26 +276,18 @@ def voice_check(
         "base_attributed": _share(base_pred),
         "generated_attributed": _share(attributed(x_gen)),
         "contrast_attributed": _share(attributed(x_contrast)),
+        "also_attributed": {name: _share(attributed(x)) for name, x in x_extra.items()},
     }
 
 
 def contrast_posts(store: Store, exclude: Sequence[str]) -> dict[str, list[str]]:
-    """Real posts of every other imported account: its latest curated dataset, else its posts curated
-    with the default rules (in memory; nothing is saved)."""
-    from tweetlm.curate import CurateConfig, curate_posts
+    """Real posts of every other imported account (`account_texts`: curated, or curated in memory)."""
+    from tweetlm.curate import account_texts
 
     skip = {a.lower() for a in exclude}
     posts: dict[str, list[str]] = {}
     for account in sorted({s.account for s in store.accounts()}):
-        if account.lower() in skip:
-            continue
-        dataset = store.dataset(account)
-        texts = (
-            dataset.texts
-            if dataset
-            else [p.text for p in curate_posts(store.iter_posts(account), CurateConfig()).posts]
-        )
-        if texts:
+        if account.lower() not in skip and (texts := account_texts(store, account)):
             posts[account] = texts
     return posts
 
@@ -346,6 +347,24 @@ def _model_part(
     return metrics, generation.posts, generator.precision
 
 
+def _few_shot_part(
+    base: BaseModelInfo, accounts: list[str], posts: RunPosts, config: EvalConfig, sampling: GenerateConfig
+) -> tuple[dict[str, Any], list[str]]:
+    """Seeded generations of the untouched base model, prompted with random training posts of the run."""
+    from tweetlm.fewshot import FewShotGenerator
+
+    who = " + @".join(accounts)
+    generator = FewShotGenerator(
+        base_model_path(base), who, posts.training_texts(), config.few_shot, "random", config.precision
+    )
+    generation = generator.generate("", sampling)
+    metrics = {
+        "generation": {"seed": generation.seed, "posts": len(generation.posts), "empty": generation.dropped_empty},
+        "prompt": {"examples": config.few_shot, "pick": "random"},
+    }
+    return metrics, generation.posts
+
+
 def _contrast_outputs(run: str, config: EvalConfig, sampling: GenerateConfig, say: Progress) -> list[str]:
     """Posts generated by `run` (fine-tuned on another account), with the same sampling."""
     from tweetlm.runs import RunFolder
@@ -390,6 +409,7 @@ def _voice_part(
             embed or Embedder(),  # in the try: a missing package becomes a note
             seed=config.seed,
             max_posts=config.max_posts,
+            also={name: posts for name, posts in generated.items() if name not in MODELS},
             contrast_generated=contrast,
         )
     except TweetlmError as exc:
@@ -440,6 +460,14 @@ def evaluate_run(
                 raise
             notes.append(f"the base model could not be loaded, so its column is empty ({exc})")
             continue
+    if config.few_shot and "base" in models:
+        say(f"few-shot: the base model prompted with {config.few_shot} training posts, {config.n} generated posts")
+        try:
+            models["few_shot"], generated["few_shot"] = _few_shot_part(
+                run.base_model, accounts, posts, config, sampling
+            )
+        except TweetlmError as exc:
+            notes.append(f"no few-shot column: {exc}")
     index = CopyIndex(train_posts, config.copy_run) if train_posts else None
     for name, texts in generated.items():
         say(f"copying, diversity and shape of the {name.replace('_', '-')} outputs")
@@ -484,49 +512,62 @@ def _pct(value: Any) -> str:
     return "–" if value is None else f"{100 * value:.0f}%"
 
 
-def table_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(metric, fine-tuned, base model, real posts) rows, formatted."""
-    fine, base = result["models"].get("fine_tuned", {}), result["models"].get("base", {})
+COLUMNS = {"fine_tuned": "fine-tuned", "few_shot": "few-shot (base model, prompted)", "base": "base model"}
+
+
+def table_header(result: dict[str, Any]) -> list[str]:
+    """The column names of `table_rows`: the metric, each model evaluated, the real posts."""
+    return ["", *(COLUMNS[m] for m in _columns(result)), "real posts"]
+
+
+def _columns(result: dict[str, Any]) -> list[str]:
+    return [m for m in COLUMNS if m != "few_shot" or m in result["models"]]
+
+
+def table_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
+    """(metric, each model of `table_header`, real posts) rows, formatted."""
+    models = [result["models"].get(m, {}) for m in _columns(result)]
     real = result["real"]["shape"]
-    run_words = (fine.get("copying") or {}).get("run_words", DEFAULT_RUN)
+    run_words = (models[0].get("copying") or {}).get("run_words", DEFAULT_RUN)
 
-    def both(section: str, key: str, fmt: Callable[[Any], str]) -> tuple[str, str]:
-        return fmt((fine.get(section) or {}).get(key)), fmt((base.get(section) or {}).get(key))
+    def each(section: str, key: str, fmt: Callable[[Any], str]) -> tuple[str, ...]:
+        return tuple(fmt((m.get(section) or {}).get(key)) for m in models)
 
-    def three(key: str, fmt: Callable[[Any], str]) -> tuple[str, str, str]:
-        return (*both("shape", key, fmt), fmt(real.get(key)))
+    def with_real(key: str, fmt: Callable[[Any], str]) -> tuple[str, ...]:
+        return (*each("shape", key, fmt), fmt(real.get(key)))
 
     def f1(v: Any) -> str:
         return _num(v, ".1f")
 
     rows = [
-        ("validation loss", *both("validation", "loss", lambda v: _num(v, ".3f")), ""),
-        ("validation perplexity", *both("validation", "perplexity", f1), ""),
+        ("validation loss", *each("validation", "loss", lambda v: _num(v, ".3f")), ""),
+        ("validation perplexity", *each("validation", "perplexity", f1), ""),
         (
             "posts (generated / real)",
-            *both("generation", "posts", lambda v: _num(v, "d")),
+            *each("generation", "posts", lambda v: _num(v, "d")),
             _num(real.get("posts"), "d"),
         ),
-        ("exact copies of a training post", *both("copying", "exact", _pct), ""),
-        (f"share a run of {run_words}+ words with one", *both("copying", "long_run", _pct), ""),
-        ("longest shared run (words)", *both("copying", "longest_run", lambda v: _num(v, "d")), ""),
-        ("distinct-1", *both("diversity", "distinct_1", lambda v: _num(v, ".2f")), ""),
-        ("distinct-2", *both("diversity", "distinct_2", lambda v: _num(v, ".2f")), ""),
-        ("duplicates among them", *both("diversity", "duplicates", _pct), ""),
-        ("length, mean (characters)", *three("chars_mean", f1)),
-        ("length, quartiles", *(_quartiles(s) for s in (fine.get("shape"), base.get("shape"), real))),
-        ("with @mentions", *three("mentions", _pct)),
-        ("with #hashtags", *three("hashtags", _pct)),
-        ("with emoji", *three("emoji", _pct)),
+        ("exact copies of a training post", *each("copying", "exact", _pct), ""),
+        (f"share a run of {run_words}+ words with one", *each("copying", "long_run", _pct), ""),
+        ("longest shared run (words)", *each("copying", "longest_run", lambda v: _num(v, "d")), ""),
+        ("distinct-1", *each("diversity", "distinct_1", lambda v: _num(v, ".2f")), ""),
+        ("distinct-2", *each("diversity", "distinct_2", lambda v: _num(v, ".2f")), ""),
+        ("duplicates among them", *each("diversity", "duplicates", _pct), ""),
+        ("length, mean (characters)", *with_real("chars_mean", f1)),
+        ("length, quartiles", *(_quartiles(s) for s in [*(m.get("shape") for m in models), real])),
+        ("with @mentions", *with_real("mentions", _pct)),
+        ("with #hashtags", *with_real("hashtags", _pct)),
+        ("with emoji", *with_real("emoji", _pct)),
     ]
     voice = result.get("voice")
     if voice:
         who = " + ".join(f"@{a}" for a in result["accounts"])
+        shares = {"fine_tuned": voice["generated_attributed"], "base": voice["base_attributed"]}
+        shares["few_shot"] = (voice.get("also_attributed") or {}).get("few_shot")
         rows.append(
             (
                 f"voice: attributed to {who}",
-                _pct(voice["generated_attributed"]),
-                _pct(voice["base_attributed"]),
+                *(_pct(shares[m]) for m in _columns(result)),
                 _pct(voice["account_heldout_attributed"]),
             )
         )

@@ -77,6 +77,7 @@ class Generator:
         from tweetlm.models import load_model, load_tokenizer, resolve_precision
 
         self.run_dir = run_dir
+        self.name = str(run_dir)
         folder = RunFolder(run_dir)
         self.run = folder.read()
         self.precision = resolve_precision(precision)
@@ -92,10 +93,15 @@ class Generator:
         import torch
 
         prompt = prompt.strip()
-        ids = checked_prompt(
-            self.tokenizer, prompt, config, getattr(self.model.config, "max_position_embeddings", None)
-        )
         seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**31)
+        rng = random.Random(seed)
+        checked_prompt(
+            self.tokenizer,
+            prompt,
+            config,
+            getattr(self.model.config, "max_position_embeddings", None),
+            self.prompt_row(prompt, random.Random(seed)),
+        )
         torch.manual_seed(seed)
         index = None if config.allow_copies else CopyIndex(self.training_posts, config.copy_run)
         kept: list[str] = []
@@ -105,7 +111,8 @@ class Generator:
             if want <= 0:
                 break
             # Later rounds replace dropped outputs; ask for twice as many, as drops tend to recur.
-            for text in self._sample(ids, prompt, want if round_ == 0 else 2 * want, config):
+            rows = [self.prompt_row(prompt, rng) for _ in range(want if round_ == 0 else 2 * want)]
+            for text in self._sample(rows, prompt, config):
                 if len(kept) >= config.n:
                     break
                 if not text or text == prompt:
@@ -115,19 +122,24 @@ class Generator:
                 else:
                     kept.append(text)
         settings = {k: v for k, v in asdict(config).items() if k not in ("seed", "n")}
-        return Generation(str(self.run_dir), prompt, kept, seed, settings, copies, empties)
+        return Generation(self.name, prompt, kept, seed, settings, copies, empties)
 
-    def _sample(self, ids: list[int], prompt: str, batch: int, config: GenerateConfig) -> list[str]:
+    def prompt_row(self, prompt: str, rng: random.Random) -> list[int]:
+        """The token ids a post is sampled after (`rng` lets a subclass vary them from row to row)."""
+        return prompt_ids(self.tokenizer, prompt)
+
+    def _sample(self, rows: list[list[int]], prompt: str, config: GenerateConfig) -> list[str]:
+        width = max(map(len, rows))
         continuations = sample_continuations(
             self.model,
             self.tokenizer,
-            [ids] * batch,
+            rows,
             config.max_new_tokens,
             temperature=config.temperature,
             top_p=1.0,  # applied by TopP, without sorting the whole vocabulary at every step
             top_k=config.top_k,
             logits_processor=[TopP(config.top_p)] if config.top_p < 1 else None,
-            stopping_criteria=[PastMaxChars(self.tokenizer, len(ids), partial(self._text, prompt), config.max_chars)],
+            stopping_criteria=[PastMaxChars(self.tokenizer, width, partial(self._text, prompt), config.max_chars)],
         )
         return [cut(self._text(prompt, c), config.max_chars) for c in continuations]
 
@@ -182,13 +194,18 @@ class PastMaxChars:
 
 
 def checked_prompt(
-    tokenizer: PreTrainedTokenizerBase, prompt: str, config: GenerateConfig, context: int | None
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: str,
+    config: GenerateConfig,
+    context: int | None,
+    ids: list[int] | None = None,
 ) -> list[int]:
-    """The prompt's token ids, or InputError when it cannot start a post (too long, or past the context)."""
+    """The prompt's token ids (`ids`, the row a post is sampled after, or `prompt_ids`), or InputError
+    when it cannot start a post (too long, or past the context)."""
     prompt = prompt.strip()
     if len(prompt) >= config.max_chars:
         raise InputError(f"the prompt has {len(prompt)} characters: a post has at most {config.max_chars}")
-    ids = prompt_ids(tokenizer, prompt)
+    ids = ids if ids is not None else prompt_ids(tokenizer, prompt)
     context = context or 1024
     if len(ids) + config.max_new_tokens > context:
         raise InputError(

@@ -9,6 +9,7 @@ import functools
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -84,16 +85,37 @@ def embedded_model_dir() -> Path:
     return target
 
 
+_BASE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def named_base_dir(name: str) -> Path:
+    """Where the post-style base `name` (`tweetlm train ... --as-base NAME`) is kept."""
+    if not _BASE_NAME.fullmatch(name) or name.lower() in EMBEDDED_ALIASES:
+        raise InputError(
+            f"as_base={name!r}: a base's name is letters, digits, '.', '_' or '-' (not a path, not {EMBEDDED!r})"
+        )
+    return paths.bases_dir() / name
+
+
 def resolve_base_model(name: str | None) -> BaseModel:
-    """Map a --base-model value to something `from_pretrained` can load."""
+    """Map a --base-model value to something `from_pretrained` can load: the embedded model, a post-style
+    base saved with `--as-base NAME`, a folder, or an HF model id."""
     if name is None or name.lower() in EMBEDDED_ALIASES:
         return BaseModel(EMBEDDED_NAME, str(embedded_model_dir()), embedded=True)
+    if (named := _named_base(name)) is not None:
+        return BaseModel(f"post-style base {name}", str(named), embedded=False)
     local = Path(name).expanduser()
     if _exists(local):
         if not (local / "config.json").is_file():
             raise ModelError(f"{local} is not a model folder (no config.json): give an HF model id or a saved model")
         return BaseModel(str(local.resolve()), str(local.resolve()), embedded=False)
     return BaseModel(name, name, embedded=False)
+
+
+def _named_base(name: str) -> Path | None:
+    """The folder of the post-style base `name`, if one was saved under that name."""
+    named = paths.bases_dir() / name if _BASE_NAME.fullmatch(name) else None
+    return named if named is not None and (named / "config.json").is_file() else None
 
 
 def check_base_model(name: str | None) -> None:
@@ -103,6 +125,8 @@ def check_base_model(name: str | None) -> None:
     if name is None or name.lower() in EMBEDDED_ALIASES:
         if not (paths.cache_dir() / _CACHE_NAME / "config.json").is_file():
             embedded_gguf()
+        return
+    if _named_base(name) is not None:
         return
     if _exists(Path(name).expanduser()):
         resolve_base_model(name)

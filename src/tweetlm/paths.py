@@ -45,6 +45,13 @@ def runs_dir() -> Path:
     return home() / "runs"
 
 
+def bases_dir() -> Path:
+    """Post-style base models trained with `tweetlm train ... --as-base NAME`."""
+    path = home() / "bases"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def cache_dir() -> Path:
     """Derived files that can be rebuilt (the dequantized base model): TWEETLM_CACHE or the user cache."""
     env = os.environ.get("TWEETLM_CACHE")

@@ -18,11 +18,13 @@ from tweetlm import paths
 from tweetlm.card import SHORT_LABEL
 from tweetlm.curate import REPORT_LABELS, RULES, CurationReport
 from tweetlm.errors import InputError
-from tweetlm.evaluate import table_rows, voice_summary
+from tweetlm.evaluate import table_header, table_rows, voice_summary
 from tweetlm.runs import SAMPLES_FILE, RunFolder, RunInfo
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+    from tweetlm.maps import Embed
 
 REPORT_FILE = "report.html"
 NOTICE = (
@@ -240,7 +242,7 @@ def _evaluation(run_dir: Path) -> str:
         return f'<p class="muted">Not evaluated yet: run <code>{_e(command)}</code>, then the report again.</p>'
     settings = result["settings"]
     parts = [
-        _table(["", "fine-tuned", "base model", "real posts"], table_rows(result)),
+        _table(table_header(result), table_rows(result)),
         f'<p class="muted">{_e(settings["n"])} posts generated per model without a prompt, '
         f"seed {_e(settings['seed'])}, temperature {_e(settings['sampling']['temperature'])}, "
         f"top-p {_e(settings['sampling']['top_p'])}, "
@@ -286,7 +288,29 @@ def _samples(run_dir: Path) -> str:
     )
 
 
-def build_report(run_dir: Path) -> str:
+def _maps(run_dir: Path, run: RunInfo, embed: Embed | None) -> str:
+    """Topics of the run's training posts and the style map of its accounts among the store's others,
+    its evaluation's generated posts placed on it (a note instead where the embedder is missing)."""
+    from tweetlm.errors import TweetlmError
+    from tweetlm.evaluate import Embedder, contrast_posts
+    from tweetlm.maps import account_maps, maps_html
+    from tweetlm.store import Store
+
+    folder = RunFolder(run_dir)
+    real: dict[str, Sequence[str]] = dict(folder.posts().train)
+    try:
+        with Store() as store:
+            real |= contrast_posts(store, run.accounts)
+        result = folder.evaluation() or {}
+        made = result.get("generated", {}).get("fine_tuned")
+        generated = {run.accounts[0]: made} if made and len(run.accounts) == 1 else {}
+        found = account_maps(real, generated, embed or Embedder(), [a for a in run.accounts if a in real])
+    except TweetlmError as exc:
+        return f'<p class="muted">No maps: {_e(exc)}</p>'
+    return maps_html(*found)
+
+
+def build_report(run_dir: Path, embed: Embed | None = None) -> str:
     run = RunFolder(run_dir).read()
     who = " + ".join(f"@{a}" for a in run.accounts)
     curves = base64.b64encode(plot_run_losses(run)).decode("ascii")
@@ -310,6 +334,8 @@ def build_report(run_dir: Path) -> str:
 {_curation(run)}
 <h2>Evaluation</h2>
 {_evaluation(run_dir)}
+<h2>Maps: topics and styles</h2>
+{_maps(run_dir, run, embed)}
 <h2>Sample predictions</h2>
 <div class="notice" role="note">{_e(NOTICE)}</div>
 {_samples(run_dir)}
@@ -321,7 +347,7 @@ def build_report(run_dir: Path) -> str:
 """
 
 
-def write_report(run_dir: Path) -> Path:
+def write_report(run_dir: Path, embed: Embed | None = None) -> Path:
     """Write `report.html` in the run folder (atomically) and return its path."""
-    page = build_report(run_dir)
+    page = build_report(run_dir, embed)
     return paths.atomic_write(run_dir / REPORT_FILE, page)

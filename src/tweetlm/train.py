@@ -40,6 +40,7 @@ from tweetlm.dataset import (
     check_enough_posts,
     data_hash,
     encode_posts,
+    parse_mix,
     split_posts,
 )
 from tweetlm.errors import InputError, TrainingError
@@ -116,6 +117,17 @@ class TrainConfig:
     freeze_layers: int = option(
         0, "Freeze this many lower layers and the input embeddings (a tied head still trains).", "--freeze-layers"
     )
+    train_layers: str = option(
+        "all",
+        "Which blocks train: all, top:N or bottom:N (then only those N blocks train; embeddings, head and "
+        "final norm are frozen).",
+        "--train-layers",
+    )
+    mix: str = option(
+        "",
+        "Weights of the accounts in each epoch, e.g. alice=0.7,bob=0.3 (default: balanced).",
+        "--mix",
+    )
     seed: int = option(42, "Seed of the split, the order and the initialisation.", "--seed", label="seed")
     max_steps: int | None = option(
         None, "Stop after this many optimizer steps.", "--max-steps", label="max steps (0: no limit)"
@@ -174,8 +186,15 @@ class TrainConfig:
             (self.attention in ATTENTIONS, "attention", f"must be one of {', '.join(ATTENTIONS)}"),
             (self.save_dtype in SAVE_DTYPES, "save_dtype", f"must be one of {', '.join(SAVE_DTYPES)}"),
             (not (self.lora_rank and self.freeze_embeddings), "freeze_embeddings", "LoRA already freezes them"),
+            (
+                self.train_layers == "all" or not self.freeze_layers,
+                "train_layers",
+                "give it or freeze_layers, not both",
+            ),
         ]
         parse_report_to(self.report_to)  # raises InputError naming the option
+        parse_train_layers(self.train_layers)
+        parse_mix(self.mix, self.accounts)
         for ok, name, why in checks:
             if not ok:
                 raise InputError(f"{name}={getattr(self, name)!r}: {why}")
@@ -403,6 +422,29 @@ def load_datasets(store: Store, accounts: tuple[str, ...], on_event: EventHandle
     return datasets
 
 
+def parse_train_layers(spec: str) -> tuple[str, int] | None:
+    """`all` -> None; `top:N` / `bottom:N` -> ("top", N) / ("bottom", N)."""
+    if spec == "all":
+        return None
+    end, _, count = spec.partition(":")
+    if end not in ("top", "bottom") or not count.isdigit() or int(count) < 1:
+        raise InputError(f"train_layers={spec!r}: give all, top:N or bottom:N (N >= 1)")
+    return end, int(count)
+
+
+def trained_layers(config: TrainConfig, n_layers: int) -> list[int]:
+    """The indices of the blocks that train: those above `freeze_layers`, or the `train_layers` end."""
+    chosen = parse_train_layers(config.train_layers)
+    if chosen is None:
+        if config.freeze_layers > n_layers:
+            raise InputError(f"freeze_layers={config.freeze_layers}: the model has only {n_layers} layers")
+        return list(range(config.freeze_layers, n_layers))
+    end, count = chosen
+    if count > n_layers:
+        raise InputError(f"train_layers={config.train_layers}: the model has only {n_layers} layers")
+    return list(range(n_layers - count, n_layers)) if end == "top" else list(range(count))
+
+
 def check_can_create(folder: Path, what: str) -> None:
     """Fail now, before any model loads, if `folder` cannot be created: probe its nearest existing
     parent with a temporary folder, removed at once (nothing is left behind)."""
@@ -477,13 +519,17 @@ def _newest_mtime(folder: Path) -> float:
 
 
 def prepare_model(model: PreTrainedModel, config: TrainConfig) -> PreTrainedModel:
-    """Freeze what the config freezes, or wrap the model with LoRA adapters (on the layers above
-    `freeze_layers`); returns the model to train."""
+    """Freeze what the config freezes, or wrap the model with LoRA adapters (on the blocks that train);
+    returns the model to train."""
     layers = _decoder_layers(model)
-    if config.freeze_layers > len(layers):
-        raise InputError(f"freeze_layers={config.freeze_layers}: the model has only {len(layers)} layers")
+    trained = trained_layers(config, len(layers))
     if not config.lora_rank:
-        freeze_lower_layers(model, config.freeze_layers, config.freeze_embeddings)
+        if config.train_layers == "all":
+            freeze_lower_layers(model, config.freeze_layers, config.freeze_embeddings)
+        else:
+            model.requires_grad_(False)
+            for index in trained:
+                layers[index].requires_grad_(True)
         return model
     import torch
     from peft import LoraConfig, get_peft_model
@@ -499,7 +545,7 @@ def prepare_model(model: PreTrainedModel, config: TrainConfig) -> PreTrainedMode
         lora_dropout=0.0,
         target_modules=sorted(maps),
         fan_in_fan_out=any(isinstance(m, Conv1D) for m in maps.values()),  # GPT-2 stores its weights transposed
-        layers_to_transform=list(range(config.freeze_layers, len(layers))) if config.freeze_layers else None,
+        layers_to_transform=trained if len(trained) < len(layers) else None,
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lora)  # type: ignore[return-value]
@@ -570,7 +616,7 @@ def build_data(config: TrainConfig, splits: dict[str, Split], tokenizer: PreTrai
         train_seqs += seqs
         groups += [index] * len(seqs)
         val_seqs += encode_posts(tokenizer, split.validation, config.max_length)
-    mix = balance({a: len(s.train) for a, s in splits.items()})
+    mix = balance({a: len(s.train) for a, s in splits.items()}, weights=parse_mix(config.mix, list(splits)))
     sampler = EpochBatches(
         [len(s) for s in train_seqs],
         groups,

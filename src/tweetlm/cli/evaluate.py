@@ -54,15 +54,16 @@ def eval_cmd(
 
 
 def print_eval(result: dict[str, Any]) -> None:
-    from tweetlm.evaluate import table_rows, voice_summary
+    from tweetlm.evaluate import table_header, table_rows, voice_summary
 
     settings = result["settings"]
     table = Table(
         title=f"{result['run']}: fine-tuned vs base model ({result['base_model']})",
         caption=f"{settings['n']} posts per model, seed {settings['seed']}; generated posts are {result['label']}",
     )
-    table.add_column("")
-    for name in ("fine-tuned", "base model", "real posts"):
+    first, *columns = table_header(result)
+    table.add_column(first)
+    for name in columns:
         table.add_column(name, justify="right")
     for row in table_rows(result):
         table.add_row(*row)
@@ -143,6 +144,61 @@ def report_cmd(
 
     path = write_report(RunFolder.resolve(run).path)
     console.print(f"report: [bold]{path}[/]")
+
+
+@app.command("map", rich_help_panel=PANEL)
+def map_cmd(
+    accounts: list[str] = typer.Argument(None, help="Accounts (default: every imported account)."),
+    topics: int = typer.Option(0, "--topics", "-k", help="Topics per account (0: about sqrt(posts / 15))."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the clustering and the projection."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Folder of map.html, the PNGs and map.json."),
+) -> None:
+    """Map topics within each account (clusters of post embeddings, labelled by c-TF-IDF) and the
+    accounts by style, with the posts `tweetlm eval` generated for each placed on the same map.
+
+    Examples:
+
+      tweetlm map BarackObama
+
+      tweetlm map BarackObama elonmusk --topics 6 --seed 1 -o maps/
+    """
+    from tweetlm import paths
+    from tweetlm.curate import account_texts
+    from tweetlm.evaluate import Embedder
+    from tweetlm.maps import account_maps, generated_by_account, plot_style, plot_topics, topic_rows, write_maps_page
+    from tweetlm.report import write_png
+    from tweetlm.store import Store
+
+    with Store() as store:
+        named = [store.resolve_account(a) for a in accounts] if accounts else []
+        everyone = sorted({s.account for s in store.accounts()})
+        real = {a: account_texts(store, a) for a in everyone}
+    real = {a: texts for a, texts in real.items() if texts}
+    topics_of = named or sorted(real)
+    with console.status("embedding posts and clustering"):
+        topic_maps, style, notes = account_maps(
+            real, generated_by_account(sorted(real)), Embedder(), topics_of, topics or None, seed
+        )
+    folder = output or paths.home() / "maps"
+    folder.mkdir(parents=True, exist_ok=True)
+    for tm in topic_maps:
+        table = Table(title=f"topics of @{tm.account} ({len(tm.labels)} posts, seed {seed})", box=box.SIMPLE_HEAD)
+        for name in ("topic", "posts", "share", "distinctive words (c-TF-IDF)", "closest post"):
+            table.add_column(name, overflow="fold")
+        for row in topic_rows(tm):
+            table.add_row(*row)
+        console.print(table)
+        write_png(folder / f"topics-{tm.account}.png", plot_topics(tm))
+    if style is not None:
+        for account, share in style.lands_near.items():
+            console.print(f"generated posts of @{account}: {100 * share:.0f}% nearest its own centroid")
+        write_png(folder / "style-map.png", plot_style(style))
+    for note in notes:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    data = {"topics": [tm.to_dict() for tm in topic_maps], "style": style.to_dict() if style else None}
+    paths.write_json(folder / "map.json", data)
+    page = write_maps_page(folder / "map.html", topic_maps, style, notes)
+    console.print(f"map: [bold]{page}[/]")
 
 
 @app.command("dashboard", rich_help_panel=PANEL)

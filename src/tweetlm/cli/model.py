@@ -105,6 +105,11 @@ def train_cmd(
     storage: str | None = typer.Option(
         None, "--storage", envvar="TWEETLM_SWEEP_STORAGE", help="The study's storage URL (for --params-from)."
     ),
+    as_base: str | None = typer.Option(
+        None,
+        "--as-base",
+        help="Save the model as a post-style base NAME (in TWEETLM_HOME/bases) that --base-model NAME starts from.",
+    ),
     options: dict[str, Any] | None = None,
 ) -> None:
     """Fine-tune a base model on the curated posts of one or more accounts.
@@ -123,9 +128,23 @@ def train_cmd(
 
       tweetlm train alice bob --base-model gpt2 --epochs 2
 
+      tweetlm train alice bob --mix alice=0.7,bob=0.3
+
+      tweetlm train alice bob carol --as-base posts  # then: tweetlm train dave --base-model posts
+
       torchrun --standalone --nproc_per_node 2 $(which tweetlm) train BarackObama   # 2 processes (README)
     """
     from tweetlm.train import FAST, train
+
+    if as_base:
+        from tweetlm.errors import InputError
+        from tweetlm.models import named_base_dir
+
+        if output is not None:
+            raise InputError("give --output or --as-base, not both")
+        output = named_base_dir(as_base)
+        if output.exists():
+            raise InputError(f"a base named {as_base!r} already exists ({output}): choose another name")
 
     options = dict(options or {})
     if fast:
@@ -145,7 +164,10 @@ def train_cmd(
         return
     print_losses(result.metrics)
     console.print(f"run folder: [bold]{result.run_dir}[/]")
-    console.print(f'next: tweetlm generate {result.run_dir.name} "I don\'t like" -n 10')
+    if as_base:
+        console.print(f"next: tweetlm train ACCOUNT --base-model {as_base}")
+    else:
+        console.print(f'next: tweetlm generate {result.run_dir.name} "I don\'t like" -n 10')
 
 
 def print_losses(m: Metrics) -> None:
@@ -173,9 +195,16 @@ def print_generation(gen: Generation) -> None:
 @app.command("generate", rich_help_panel=TRAIN_PANEL)
 @config_options(GenerateConfig, ("n", "temperature", "top_p", "top_k", "max_chars", "seed", "allow_copies"))
 def generate_cmd(
-    run: str = typer.Argument(..., help="A run folder, its name, or an account (its latest run)."),
+    run: str = typer.Argument(
+        ..., help="A run folder, its name, or an account (its latest run); with --few-shot, an account."
+    ),
     prompt: str = typer.Argument("", help="The start of the post."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+    few_shot: int = typer.Option(
+        0, "--few-shot", help="No training: prompt the untouched instruct model with this many real posts."
+    ),
+    pick: str = typer.Option("random", "--pick", help="With --few-shot: random posts, or those similar to the prompt."),
+    base_model: str = typer.Option("smollm2", "--base-model", "-m", help="With --few-shot: the model to prompt."),
     options: dict[str, Any] | None = None,
 ) -> None:
     """Generate posts in the voice of a trained run. Outputs are machine-generated and labelled so.
@@ -185,14 +214,30 @@ def generate_cmd(
       tweetlm generate BarackObama "I don't like" -n 10
 
       tweetlm generate BarackObama "" -n 5 --temperature 0.8 --seed 1 --json
-    """
-    from tweetlm.generate import Generator, check_prompt
-    from tweetlm.runs import RunFolder
 
+      tweetlm generate BarackObama --few-shot 8 -n 5          # no training: 8 real posts in the prompt
+
+      tweetlm generate BarackObama "Health care" --few-shot 8 --pick similar
+    """
     config = GenerateConfig(**(options or {}))
-    run_dir = RunFolder.resolve(run).path
-    check_prompt(run_dir, prompt, config)  # before the model loads
-    gen = Generator(run_dir).generate(prompt, config)
+    if few_shot:
+        from tweetlm.curate import account_texts
+        from tweetlm.fewshot import FewShotGenerator
+        from tweetlm.models import resolve_base_model
+        from tweetlm.store import Store
+
+        with Store() as store:
+            account = store.resolve_account(run)
+            posts = account_texts(store, account)
+        generator = FewShotGenerator(resolve_base_model(base_model).path, account, posts, few_shot, pick)
+        gen = generator.generate(prompt, config)
+    else:
+        from tweetlm.generate import Generator, check_prompt
+        from tweetlm.runs import RunFolder
+
+        run_dir = RunFolder.resolve(run).path
+        check_prompt(run_dir, prompt, config)  # before the model loads
+        gen = Generator(run_dir).generate(prompt, config)
     if as_json:
         typer.echo(json.dumps(gen.to_dict(), ensure_ascii=False, indent=2))
     else:

@@ -251,19 +251,16 @@ def cards(gen: Generation, accounts: Sequence[str]) -> str:
 
 def eval_table(result: dict[str, Any]) -> str:
     """`tweetlm eval`'s result (eval.json): the fine-tuned model against the base model and real posts."""
-    from tweetlm.evaluate import table_rows, voice_summary
+    from tweetlm.evaluate import table_header, table_rows, voice_summary
 
-    rows = "".join(
-        f"<tr><td>{esc(metric)}</td><td>{esc(fine)}</td><td>{esc(base)}</td><td>{esc(real)}</td></tr>"
-        for metric, fine, base, real in table_rows(result)
-    )
+    rows = "".join("<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in table_rows(result))
+    header = "".join(f"<th>{esc(name)}</th>" for name in ["metric", *table_header(result)[1:]])
     notes = [voice_summary(result), *result.get("notes", [])]
     items = "".join(f"<li>{esc(note)}</li>" for note in notes if note)
     return (
         f'<div class="tl-evaluation"><p class="tl-note">evaluated {esc(result.get("created_at", "?"))}, '
         f"seed {esc(result.get('settings', {}).get('seed', '?'))}</p>"
-        '<table class="tl-table tl-eval"><thead><tr><th>metric</th><th>fine-tuned</th><th>base model</th>'
-        f"<th>real posts</th></tr></thead><tbody>{rows}</tbody></table>"
+        f'<table class="tl-table tl-eval"><thead><tr>{header}</tr></thead><tbody>{rows}</tbody></table>'
         f'<ul class="tl-note">{items}</ul></div>'
     )
 
