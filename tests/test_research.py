@@ -176,8 +176,10 @@ def test_eval_adds_a_few_shot_column(chat_model: Path, embedder: Embedder) -> No
     from tweetlm.train import train
 
     add_account("obama", sample_posts(120))
+    add_account("someone", [f"a completely different post number {i} about gardening" for i in range(30)])
     run = train(tiny_config(chat_model, epochs=1, max_steps=2)).run_dir
-    result = evaluate_run(run, EvalConfig(n=4, max_posts=30, few_shot=1, max_new_tokens=12), embed=embedder)
+    config = EvalConfig(n=4, max_posts=30, few_shot=1, max_new_tokens=12, min_other_accounts=1)
+    result = evaluate_run(run, config, embed=embedder)
     assert table_header(result) == ["", "fine-tuned", "few-shot (base model, prompted)", "base model", "real posts"]
     assert result["models"]["few_shot"]["prompt"] == {"examples": 1, "pick": "random"}
     assert all(len(row) == 5 for row in table_rows(result))

@@ -107,9 +107,7 @@ class FewShotGenerator(Generator):
             return rng.sample(self.training_posts, self.k)
         if self._similar is None or self._similar[0] != prompt:
             if self.embed is None:
-                from tweetlm.evaluate import Embedder
-
-                self.embed = Embedder()
+                raise InputError("pick='similar' needs an embedding model (embed=...); pick='random' does not")
             self._similar = (prompt, most_similar(self.training_posts, prompt, self.k, self.embed))
         chosen = list(self._similar[1])
         rng.shuffle(chosen)

@@ -199,10 +199,10 @@ def style_map(
 
 def plot_topics(topic_map: TopicMap) -> bytes:
     """PNG: the account's posts on a 2D plane, coloured by topic, each topic labelled at its centre."""
-    from tweetlm.report import _figure, _png
+    from tweetlm.plots import figure, png
 
-    figure = _figure(8.0, 5.5)
-    axes = figure.add_subplot()
+    fig = figure(8.0, 5.5)
+    axes = fig.add_subplot()
     colours = _colours(len(topic_map.topics))
     for topic in topic_map.topics:
         xy = [p for p, lab in zip(topic_map.points, topic_map.labels, strict=True) if lab == topic.topic]
@@ -213,15 +213,15 @@ def plot_topics(topic_map: TopicMap) -> bytes:
     axes.set_title(f"Topics of @{topic_map.account} ({len(topic_map.labels)} posts, seed {topic_map.seed})")
     axes.set_xticks([])
     axes.set_yticks([])
-    return _png(figure)
+    return png(fig)
 
 
 def plot_style(style: StyleMap) -> bytes:
     """PNG: real posts (dots), account centroids (labelled) and generated posts (crosses), one colour each."""
-    from tweetlm.report import _figure, _png
+    from tweetlm.plots import figure, png
 
-    figure = _figure(8.0, 5.5)
-    axes = figure.add_subplot()
+    fig = figure(8.0, 5.5)
+    axes = fig.add_subplot()
     colours = _colours(len(style.accounts))
     for i, a in enumerate(style.accounts):
         axes.scatter(*zip(*style.real[a], strict=True), s=6, alpha=0.25, color=colours[i])
@@ -232,7 +232,7 @@ def plot_style(style: StyleMap) -> bytes:
     axes.set_title("Accounts by style: real posts (dots), centroids, generated posts (x)")
     axes.set_xticks([])
     axes.set_yticks([])
-    return _png(figure)
+    return png(fig)
 
 
 def _colours(n: int) -> list[Any]:
@@ -281,11 +281,11 @@ def maps_html(topic_maps: Sequence[TopicMap], style: StyleMap | None, notes: Seq
 
 def write_maps_page(path: Path, topic_maps: Sequence[TopicMap], style: StyleMap | None, notes: Sequence[str]) -> Path:
     from tweetlm import paths
-    from tweetlm.report import _CSS
+    from tweetlm.plots import CSS
 
     page = (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>tweetlm map</title>\n'
-        f"<style>{_CSS}</style>\n</head>\n<body>\n<h1>tweetlm map</h1>\n{maps_html(topic_maps, style, notes)}\n"
+        f"<style>{CSS}</style>\n</head>\n<body>\n<h1>tweetlm map</h1>\n{maps_html(topic_maps, style, notes)}\n"
         "</body>\n</html>\n"
     )
     return paths.atomic_write(path, page)

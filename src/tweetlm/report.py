@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,11 +18,10 @@ from tweetlm.card import SHORT_LABEL
 from tweetlm.curate import REPORT_LABELS, RULES, CurationReport
 from tweetlm.errors import InputError
 from tweetlm.evaluate import table_header, table_rows, voice_summary
+from tweetlm.plots import CSS, figure, png
 from tweetlm.runs import SAMPLES_FILE, RunFolder, RunInfo
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
     from tweetlm.maps import Embed
 
 REPORT_FILE = "report.html"
@@ -45,25 +43,10 @@ def train_curve(run: RunInfo) -> list[tuple[int, float]]:
     return [(h["step"], h["loss"]) for h in run.metrics.history if "loss" in h and "step" in h]
 
 
-def _figure(width: float = 7.0, height: float = 4.0) -> Figure:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _png(figure: Figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
-
-
 def plot_run_losses(run: RunInfo) -> bytes:
     """PNG: training loss by step and validation loss at each evaluation, of one run."""
-    figure = _figure()
-    axes = figure.add_subplot()
+    fig = figure()
+    axes = fig.add_subplot()
     train = train_curve(run)
     if train:
         axes.plot(*zip(*train, strict=True), label="training loss", color="#7aa6d8", linewidth=1.2)
@@ -76,13 +59,13 @@ def plot_run_losses(run: RunInfo) -> bytes:
     axes.grid(alpha=0.3)
     if train or evals:
         axes.legend()
-    return _png(figure)
+    return png(fig)
 
 
 def plot_validation_losses(runs: Sequence[tuple[str, RunInfo]]) -> bytes:
     """PNG: the validation-loss curves of several runs by epoch (HuggingTweets' "comparing losses")."""
-    figure = _figure(8.0, 4.5)
-    axes = figure.add_subplot()
+    fig = figure(8.0, 4.5)
+    axes = fig.add_subplot()
     for label, run in runs:
         curve = validation_curve(run)
         axes.plot(*zip(*curve, strict=True), "o-", label=label, linewidth=1.8)
@@ -91,7 +74,7 @@ def plot_validation_losses(runs: Sequence[tuple[str, RunInfo]]) -> bytes:
     axes.set_title("Validation loss by run")
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")
-    return _png(figure)
+    return png(fig)
 
 
 # ---- comparing runs ------------------------------------------------------------------------
@@ -155,18 +138,6 @@ def write_png(path: Path, png: bytes) -> Path:
 
 
 # ---- the HTML report -----------------------------------------------------------------------
-
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 980px; margin: 2em auto;
-       padding: 0 1em; color: #222; line-height: 1.45; }
-h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ddd; }
-.notice { background: #fff4e5; border-left: 4px solid #e67e22; padding: 0.7em 1em; margin: 1em 0; }
-table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; }
-th, td { border: 1px solid #ddd; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
-th { background: #f5f5f5; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.generated { font-style: italic; } .tag { color: #a04000; font-size: 0.8em; font-style: normal; }
-.muted { color: #666; font-size: 0.9em; } img { max-width: 100%; }
-"""
 
 
 def _e(value: Any) -> str:
@@ -320,7 +291,7 @@ def build_report(run_dir: Path, embed: Embed | None = None) -> str:
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>tweetlm report: {_e(who)} ({_e(run_dir.name)})</title>
-<style>{_CSS}</style>
+<style>{CSS}</style>
 </head>
 <body>
 <h1>tweetlm run report: {_e(who)}</h1>

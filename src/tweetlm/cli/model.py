@@ -229,7 +229,12 @@ def generate_cmd(
         with Store() as store:
             account = store.resolve_account(run)
             posts = account_texts(store, account)
-        generator = FewShotGenerator(resolve_base_model(base_model).path, account, posts, few_shot, pick)
+        embed = None
+        if pick == "similar":
+            from tweetlm.evaluate import Embedder
+
+            embed = Embedder()
+        generator = FewShotGenerator(resolve_base_model(base_model).path, account, posts, few_shot, pick, embed=embed)
         gen = generator.generate(prompt, config)
     else:
         from tweetlm.generate import Generator, check_prompt
