@@ -159,7 +159,7 @@ def test_help_lists_commands_with_examples() -> None:
 
     commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
     expected = {"import", "accounts", "curate", "show", "fetch", "train", "generate", "demo", "eval", "compare"}
-    expected |= {"report", "dashboard", "sweep", "sweep-report", "serve", "export", "push", "update"}
+    expected |= {"report", "dashboard", "sweep", "sweep-report", "serve", "export", "push", "update", "map"}
     assert set(commands) == expected
     listed = tweetlm("--help").stdout.split("Quick start", 1)[1].split("Options", 1)[1]  # the command table
     for name, command in commands.items():
