@@ -107,7 +107,7 @@ def test_master_adamw_keeps_updates_that_bf16_rounds_away() -> None:
 
 
 @needs_bf16
-def test_bf16_run_resumes_from_its_master_weights_and_saves_the_usual_fp32_folder(tiny_model: Path) -> None:
+def test_bf16_run_resumes_from_its_master_weights_and_saves_in_bf16(tiny_model: Path) -> None:
     import os
     import signal
 
@@ -131,7 +131,8 @@ def test_bf16_run_resumes_from_its_master_weights_and_saves_the_usual_fp32_folde
     meta = RunFolder(result.run_dir).read()
     assert meta.precision == "bf16" and meta.config["batch_tokens"] == 1024
     with safe_open(str(result.run_dir / "model.safetensors"), "pt") as weights:
-        assert {weights.get_slice(k).get_dtype() for k in weights.keys()} == {"F32"}  # noqa: SIM118 (safe_open is not iterable)
+        # Trained in bf16, saved in bf16 (save_dtype="auto"; --save-dtype fp32 keeps fp32)
+        assert {weights.get_slice(k).get_dtype() for k in weights.keys()} == {"BF16"}  # noqa: SIM118 (safe_open is not iterable)
 
 
 def test_token_batches_and_packing_train(tiny_model: Path) -> None:
@@ -229,6 +230,9 @@ NOT_DEFAULTS: dict[str, tuple[list[str], object]] = {
     "compile": (["--compile"], True),
     "attention": (["--attention", "sdpa"], "sdpa"),
     "freeze_embeddings": (["--freeze-embeddings"], True),  # not with LoRA: its own run below
+    "train_layers": (["--train-layers", "top:1"], "top:1"),  # not with --freeze-layers: its own run below
+    "mix": (["--mix", "obama=1"], "obama=1"),
+    "save_dtype": (["--save-dtype", "fp32"], "fp32"),
 }
 
 
@@ -247,8 +251,8 @@ def test_every_train_option_reaches_the_config(monkeypatch: pytest.MonkeyPatch) 
         raise SystemExit(0)  # the config is what this test is about, not a training
 
     monkeypatch.setattr(tweetlm.train, "train", record)
-    alone = {"freeze_embeddings"}
-    for names in (set(NOT_DEFAULTS) - alone, alone):
+    alone = ({"freeze_embeddings"}, {"train_layers"})
+    for names in (set(NOT_DEFAULTS) - set().union(*alone), *alone):
         args = [arg for name in sorted(names) for arg in NOT_DEFAULTS[name][0]]
         result = CliRunner().invoke(app, ["train", "obama", *args])
         assert result.exit_code == 0, result.output
