@@ -46,10 +46,9 @@ def runs_dir() -> Path:
 
 
 def bases_dir() -> Path:
-    """Post-style base models trained with `tweetlm train ... --as-base NAME`."""
-    path = home() / "bases"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """Post-style base models trained with `tweetlm train ... --as-base NAME` (created by the first one
+    saved, not by looking)."""
+    return home() / "bases"
 
 
 def cache_dir() -> Path:
