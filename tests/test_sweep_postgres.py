@@ -16,6 +16,7 @@ from tests.conftest import SPACE_TOML, two_accounts
 from tests.pg import INSTALL_HINT, PostgresServer, find_bin_dir
 from tweetlm.errors import InputError
 from tweetlm.sweep import SearchSpace, load_study
+from tweetlm.sweep.space import CONDITIONS, Dimension
 
 pytestmark = pytest.mark.postgres
 optuna = pytest.importorskip("optuna")
@@ -53,6 +54,11 @@ def _study_once_created(url: str) -> optuna.Study | None:
         return None
 
 
+def _drew_all(params: dict[str, object], dimensions: tuple[Dimension, ...]) -> bool:
+    """Every dimension a trial draws, given its draws so far (LoRA's learning rate only with a LoRA rank)."""
+    return all(d.name in params for d in dimensions if d.name not in CONDITIONS or params.get(CONDITIONS[d.name]))
+
+
 def test_two_workers_share_a_study_and_a_killed_workers_trial_is_retried(
     postgres: PostgresServer, tiny_model: Path, tmp_path: Path
 ) -> None:
@@ -64,18 +70,24 @@ def test_two_workers_share_a_study_and_a_killed_workers_trial_is_retried(
     n_trials = 4
     command = [
         sys.executable, "-m", "tweetlm", "sweep", "alice", "bob", "--trials", str(n_trials), "--study", "pg",
-        "--space", str(space), "--base-model", str(tiny_model), "--max-steps", "2", "--max-length", "64",
+        "--space", str(space), "--base-model", str(tiny_model), "--max-length", "64",
         "--precision", "fp32", "--pruner", "none", "--heartbeat", "2",
     ]  # fmt: skip
+    # --max-steps is a speed cap, not part of the study: worker a's trials run long enough to be caught
+    # training (with 2 steps both workers could finish every trial between two polls), worker b's are short.
+    max_steps = {"a": "100000", "b": "2"}
     env = {**os.environ, "TWEETLM_SWEEP_STORAGE": postgres.url}  # the password stays out of the process list
     logs = {name: (tmp_path / f"{name}.log").open("w") for name in ("a", "b")}
     workers = {
-        name: subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT) for name, log in logs.items()
+        name: subprocess.Popen(
+            [*command, "--max-steps", max_steps[name]], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        for name, log in logs.items()
     }
     try:
         # Kill worker a with SIGKILL (no cleanup, no goodbye) while one of its trials is running.
         victim = f":{workers['a'].pid}"
-        n_params = len(SearchSpace.from_file(space).dimensions)
+        dimensions = SearchSpace.from_file(space).dimensions
         deadline = time.monotonic() + 300
         study = None
         killed_number = None
@@ -90,7 +102,7 @@ def test_two_workers_share_a_study_and_a_killed_workers_trial_is_retried(
                 for t in study.get_trials(deepcopy=False)
                 if t.state == TrialState.RUNNING
                 and t.user_attrs.get("worker", "").endswith(victim)
-                and len(t.params) == n_params
+                and _drew_all(t.params, dimensions)
             ]
             if running:
                 workers["a"].send_signal(signal.SIGKILL)
