@@ -4,7 +4,11 @@ Bluesky replay server."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -77,6 +81,23 @@ def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # ---- accounts and configs ----------------------------------------------------------------------
+
+
+def tweetlm(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "tweetlm", *map(str, args)], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def store_digest() -> str:
+    """A digest of everything in the store, to prove a failed command changed nothing."""
+    with Store() as store:
+        rows = [
+            list(map(tuple, store.db.execute(f"SELECT * FROM {table} ORDER BY 1")))
+            for table in ("posts", "imports", "datasets", "dataset_posts")
+        ]
+    return hashlib.sha256(json.dumps(rows, default=str).encode()).hexdigest()
 
 
 def add_account(account: str, texts: list[str]) -> None:

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,26 +13,9 @@ from tests.archives import (
     build_zip_slip,
     sample_tweets,
 )
-from tests.conftest import OBAMA_CSV
+from tests.conftest import OBAMA_CSV, store_digest, tweetlm
 from tweetlm.curate import QUOTED_RE, CurateConfig, clean_text, word_count
 from tweetlm.store import Store
-
-
-def tweetlm(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "tweetlm", *map(str, args)], capture_output=True, text=True, env=env, timeout=120
-    )
-
-
-def store_digest() -> str:
-    """A digest of everything in the store, to prove a failed command changed nothing."""
-    with Store() as store:
-        rows = [
-            list(map(tuple, store.db.execute(f"SELECT * FROM {table} ORDER BY 1")))
-            for table in ("posts", "imports", "datasets", "dataset_posts")
-        ]
-    return hashlib.sha256(json.dumps(rows, default=str).encode()).hexdigest()
 
 
 @pytest.mark.shared

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.test_cli_data import store_digest, tweetlm
+from tests.conftest import store_digest, tweetlm
 from tweetlm import langid
 from tweetlm.curate import (
     AUTOMATED_APPS,

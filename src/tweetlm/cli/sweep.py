@@ -18,6 +18,8 @@ from tweetlm.train import TrainConfig
 if TYPE_CHECKING:
     from rich.status import Status
 
+    from tweetlm.sweep import SweepResult
+
 
 SWEEP_PANEL = "Sweeps"
 STORAGE_HELP = (
@@ -180,6 +182,11 @@ def sweep_cmd(
         result = run_sweep(config, on_event=display)
     finally:
         display.stop()
+    _print_result(result, base.accounts)
+
+
+def _print_result(result: SweepResult, accounts: tuple[str, ...]) -> None:
+    """What the sweep did, its best trial so far, and what to run next."""
     states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(result.states.items()))
     retried = f" ({result.retried} killed or stopped, then retried)" if result.retried else ""
     console.print(f"study {result.study}: {states}{retried}; {len(result.ran)} run by this worker")
@@ -195,7 +202,7 @@ def sweep_cmd(
         err_console.print("interrupted: run the same command to go on (the unfinished trial is queued)")
         raise typer.Exit(130)
     console.print(f"next: tweetlm sweep-report {result.study}")
-    console.print(f"      tweetlm train {' '.join(base.accounts)} --params-from {result.study}")
+    console.print(f"      tweetlm train {' '.join(accounts)} --params-from {result.study}")
 
 
 def _quiet_optuna() -> None:
