@@ -452,6 +452,23 @@ def verify_gguf(run_dir: Path, gguf_path: Path) -> dict[str, float]:
     return {**compare_logits(run_dir, gguf_path, texts[:VERIFY_POSTS]), "posts": min(len(texts), VERIFY_POSTS)}
 
 
+@contextlib.contextmanager
+def _no_gguf_bar() -> Iterator[None]:
+    """transformers' GGUF reader draws a plain tqdm bar ("Converting and de-quantizing GGUF tensors...")
+    that its progress-bar switch does not reach."""
+    from transformers import modeling_gguf_pytorch_utils as reader
+
+    shown = getattr(reader, "tqdm", None)
+    if shown is None:
+        yield
+        return
+    reader.tqdm = lambda items, *args, **kwargs: items
+    try:
+        yield
+    finally:
+        reader.tqdm = shown
+
+
 def compare_logits(run_dir: Path, gguf_path: Path, texts: list[str]) -> dict[str, float]:
     """Load the GGUF with transformers (a reader tweetlm did not write) and compare its logits with the
     run folder's on `texts`, framed as in training: the largest absolute difference (also relative to the
@@ -465,7 +482,7 @@ def compare_logits(run_dir: Path, gguf_path: Path, texts: list[str]) -> dict[str
 
     tokenizer = load_tokenizer(str(run_dir))
     reference = load_model(str(run_dir), dtype=torch.float32).eval()
-    with quiet_progress():
+    with quiet_progress(), _no_gguf_bar():
         loaded = AutoModelForCausalLM.from_pretrained(
             gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
         ).eval()
