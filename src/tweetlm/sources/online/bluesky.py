@@ -23,7 +23,7 @@ from tweetlm.sources.online.fetch import (
     base_url,
     parse_time,
 )
-from tweetlm.sources.online.http import HttpClient, one_line
+from tweetlm.sources.online.http import HttpClient, flat_text
 
 DEFAULT_URL = "https://public.api.bsky.app"
 URL_ENV = "TWEETLM_BLUESKY_URL"
@@ -113,7 +113,7 @@ class BlueskySource:
 
     def _account_error(self, status: int, body: Any) -> str:
         error = body.get("error") if isinstance(body, dict) else None
-        message = one_line(str(body.get("message") or error), 200) if isinstance(body, dict) else ""
+        message = flat_text(str(body.get("message") or error), 200) if isinstance(body, dict) else ""
         if error in _ACCOUNT_ERRORS:
             return f"Bluesky account {self.account} {_ACCOUNT_ERRORS[error]} ({message})"
         if "not found" in message.lower():

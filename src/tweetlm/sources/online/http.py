@@ -58,7 +58,7 @@ class RetryPolicy:
         return float(min(self.max_backoff, self.backoff * 2**attempt))
 
 
-def one_line(text: str, limit: int = 300) -> str:
+def flat_text(text: str, limit: int = 300) -> str:
     """Collapse whitespace (error bodies can span lines) and cut to `limit` characters."""
     flat = " ".join(str(text).split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
@@ -114,11 +114,11 @@ class HttpClient:
         return text
 
     def error(self, message: str) -> FetchError:
-        return FetchError(one_line(self.redact(message), 400))
+        return FetchError(flat_text(self.redact(message), 400))
 
     def _say(self, message: str) -> None:
         if self._notify is not None:
-            self._notify(one_line(self.redact(message)))
+            self._notify(flat_text(self.redact(message)))
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> httpx.Response:
         host = urlsplit(self.base_url).netloc

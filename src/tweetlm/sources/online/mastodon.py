@@ -27,7 +27,7 @@ from tweetlm.sources.online.fetch import (
     base_url,
     parse_time,
 )
-from tweetlm.sources.online.http import HttpClient, one_line
+from tweetlm.sources.online.http import HttpClient, flat_text
 
 URL_ENV = "TWEETLM_MASTODON_URL"
 PAGE_SIZE = 40  # the most statuses the API returns per request
@@ -95,7 +95,7 @@ class MastodonSource:
         response = http.get(path, params)
         if response.status_code >= 400:
             body = http.json_or_none(response)
-            detail = one_line(str(body.get("error")), 200) if isinstance(body, dict) and body.get("error") else ""
+            detail = flat_text(str(body.get("error")), 200) if isinstance(body, dict) and body.get("error") else ""
             where = f"@{self.account}"
             messages = {
                 404: f"no Mastodon account {where} ({detail or 'not found'}): check the name and the instance",

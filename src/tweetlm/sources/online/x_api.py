@@ -24,7 +24,7 @@ from tweetlm.sources.online.fetch import (
     base_url,
     parse_time,
 )
-from tweetlm.sources.online.http import HttpClient, is_local, one_line
+from tweetlm.sources.online.http import HttpClient, flat_text, is_local
 
 DEFAULT_URL = "https://api.x.com"
 URL_ENV = "TWEETLM_X_API_URL"
@@ -276,5 +276,5 @@ def _problem(body: Any) -> str:
             body = body["errors"][0]
         parts = [str(body[k]) for k in ("title", "detail", "reason") if body.get(k)]
         if parts:
-            return one_line(": ".join(dict.fromkeys(parts)), 200)
+            return flat_text(": ".join(dict.fromkeys(parts)), 200)
     return "no details"
