@@ -99,7 +99,7 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def table(results: dict[str, list[dict[str, Any]]], accounts: list[str]) -> str:
-    head = ["recipe", *accounts, "mean + std", "wall, all seven (min)", "wall, BarackObama (min)", "peak RSS (GB)"]
+    head = ["recipe", *accounts, "mean + std", "wall, all accounts (min)", "wall, BarackObama (min)", "peak RSS (GB)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, rows in results.items():
         by = {r["account"]: r for r in rows}
