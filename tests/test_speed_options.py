@@ -233,6 +233,7 @@ NOT_DEFAULTS: dict[str, tuple[list[str], object]] = {
     "train_layers": (["--train-layers", "top:1"], "top:1"),  # not with --freeze-layers: its own run below
     "mix": (["--mix", "obama=1"], "obama=1"),
     "save_dtype": (["--save-dtype", "fp32"], "fp32"),
+    "chunked_loss": (["--no-chunked-loss"], False),
 }
 
 

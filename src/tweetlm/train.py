@@ -163,6 +163,12 @@ class TrainConfig:
     save_dtype: str = option(
         "auto", "Weights as saved: auto (bf16 when trained in bf16, half the size), bf16 or fp32.", "--save-dtype"
     )
+    chunked_loss: bool = option(
+        True,
+        "Compute the loss a chunk of tokens at a time, never the whole batch's logits (less memory; used in "
+        "one process without --compile).",
+        "--chunked-loss/--no-chunked-loss",
+    )
 
     def __post_init__(self) -> None:
         checks = [
@@ -700,6 +706,7 @@ def make_trainer(
         model=model,
         args=args,
         data=data,
+        chunked_loss=config.chunked_loss,
         train_dataset=data.train_set,
         eval_dataset=data.val_set,
         processing_class=tokenizer,

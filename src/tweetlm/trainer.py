@@ -18,6 +18,7 @@ from transformers.trainer_utils import EvalLoopOutput
 from tweetlm import distributed
 from tweetlm.dataset import EpochBatches, PostDataset, collate, pack
 from tweetlm.events import Evaluated, EventHandler, Logged, Started, Step
+from tweetlm.loss import CHUNK_TOKENS, causal_lm_loss
 
 
 @dataclass
@@ -49,11 +50,28 @@ class TweetlmTrainer(Trainer):
 
     Under several processes each takes its own share of both (the sampler shards by rank), and the
     validation loss is summed over all of them: the loss of the whole validation set, as one process
-    computes it (the mean of the batches' losses)."""
+    computes it (the mean of the batches' losses).
 
-    def __init__(self, *args: Any, data: TrainData, **kwargs: Any) -> None:
+    With `chunked_loss` the loss is computed from the final hidden states a chunk of tokens at a time
+    (`tweetlm.loss`), where the model can be called in parts: one process, not compiled."""
+
+    def __init__(self, *args: Any, data: TrainData, chunked_loss: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.data = data
+        self.chunked_loss = chunked_loss
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> Any:
+        causal = direct_model(model, self.accelerator.unwrap_model(model)) if self.chunked_loss else None
+        if causal is None or "labels" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        loss = hidden_state_loss(causal, inputs, num_items_in_batch)
+        return (loss, {"loss": loss}) if return_outputs else loss
 
     def get_train_dataloader(self) -> torch.utils.data.DataLoader:
         loader = torch.utils.data.DataLoader(
@@ -97,6 +115,28 @@ class TweetlmTrainer(Trainer):
         torch.distributed.all_reduce(total)
         metrics = {f"{metric_key_prefix}_loss": (total[0] / total[1]).item()}
         return EvalLoopOutput(predictions=None, label_ids=None, metrics=metrics, num_samples=len(self.data.val_set))
+
+
+def direct_model(model: torch.nn.Module, unwrapped: torch.nn.Module) -> Any | None:
+    """The causal LM that `hidden_state_loss` calls in parts (a LoRA model's base, its adapters in
+    place), or None when `model` must be called whole: wrapped for several processes (which sync the
+    gradients in its forward) or compiled (`unwrapped` is then another module), or with no linear head."""
+    if unwrapped is not model:
+        return None
+    get_base_model = getattr(model, "get_base_model", None)  # peft
+    causal = get_base_model() if callable(get_base_model) else model
+    head = getattr(causal, "get_output_embeddings", lambda: None)()
+    return causal if isinstance(head, torch.nn.Linear) else None
+
+
+def hidden_state_loss(
+    causal: Any, inputs: dict[str, Any], num_items: torch.Tensor | int | None = None, chunk: int = CHUNK_TOKENS
+) -> torch.Tensor:
+    """The causal-LM loss of `inputs` (input ids, mask or position ids, labels): the decoder's final hidden
+    states, then the chunked loss through the output head (tied to the embeddings or not)."""
+    features = {k: v for k, v in inputs.items() if k != "labels"}
+    hidden = causal.get_decoder()(**features).last_hidden_state  # as the whole model calls it: the same numbers
+    return causal_lm_loss(hidden, causal.get_output_embeddings(), inputs["labels"], num_items, chunk)
 
 
 class Control(TrainerCallback):  # type: ignore[misc]
