@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import add_account, sample_posts, tiny_config
 from tweetlm.dataset import Split
-from tweetlm.events import EarlyStopOff, Evaluated, Event, Stopped
+from tweetlm.events import EarlyStopOff, Evaluated, Event, Started, Step, Stopped
 from tweetlm.runs import RUN_FILE, RunFolder
 from tweetlm.train import MIN_VALIDATION_TO_STOP, train
 from tweetlm.trainer import evals_since_best
@@ -47,13 +47,44 @@ def test_a_rising_validation_loss_stops_the_run_early_and_keeps_the_best(tiny_mo
     assert [e.stopping for e in events if isinstance(e, Stopped)] == [stopping]
     assert f"Training {stopping.message}" in (result.run_dir / "README.md").read_text()
     assert json.loads((result.run_dir / RUN_FILE).read_text())["metrics"]["stopping"]["reason"] == "early_stop"
-    # The best checkpoint is the only one left, and it is the run's model.
+    # Kept: the best checkpoint, which is the run's model, and the latest (what --resume would continue).
     checkpoints = result.run_dir / "checkpoints"
-    assert [p.name for p in checkpoints.iterdir()] == [f"checkpoint-{best.step}"]
+    assert sorted(p.name for p in checkpoints.iterdir()) == sorted(
+        f"checkpoint-{s}" for s in (best.step, stopping.step)
+    )
     kept, saved = (
         load_file(folder / "model.safetensors") for folder in (checkpoints / f"checkpoint-{best.step}", result.run_dir)
     )
     assert all(torch.equal(kept[name], saved[name]) for name in kept)
+
+
+def test_a_resumed_run_counts_the_evaluations_before_its_interruption(tiny_model: Path) -> None:
+    import threading
+
+    import pytest
+
+    from tweetlm.train import TrainingInterrupted
+
+    texts = sample_posts(200)
+    add_account("obama", texts)
+    config = tiny_config(tiny_model, learning_rate=0.03, scheduler="constant", epochs=4)
+    stop = threading.Event()
+
+    def stop_at_step_3(event: Event) -> None:
+        if isinstance(event, Step) and event.step == 3:
+            stop.set()  # stops after step 4, the end of epoch 1: evaluated at epochs 0.5 and 1 so far
+
+    with pytest.raises(TrainingInterrupted):
+        train(config, on_event=stop_at_step_3, stop=stop, splits=overfitting(texts))
+    events: list[Event] = []
+    result = train(config, resume=True, on_event=events.append, splits=overfitting(texts))
+    assert next(e for e in events if isinstance(e, Started)).step == 4
+    trained = result.metrics.evaluations(trained_only=True)
+    assert [h["step"] for h in trained][:2] == [2, 4]  # the evaluations before the interruption, in the log
+    losses = [h["eval_loss"] for h in trained]
+    assert losses.index(min(losses)) == len(losses) - 3  # two evaluations after the best, counted across
+    stopping = result.metrics.stopping
+    assert stopping is not None and stopping.reason == "early_stop" and stopping.step == trained[-1]["step"]
 
 
 def test_no_early_stop_runs_the_full_schedule(tiny_model: Path) -> None:

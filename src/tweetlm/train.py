@@ -707,7 +707,9 @@ def training_arguments(config: TrainConfig, dest: Destination, data: TrainData, 
         load_best_model_at_end=not dest.trial,
         metric_for_best_model="eval_loss",
         greater_is_better=False,
-        save_total_limit=1,  # the best checkpoint, and the latest (to resume) while it is not the best
+        # The best checkpoint and the latest (or the one before it, when the latest is the best): 1 would
+        # delete a latest that is not the best once training stops, and --resume would redo its steps.
+        save_total_limit=2,
         logging_steps=max(1, min(10, data.steps_per_epoch // 4)),
         **tracker_args(config.report_to),
         run_name=dest.name,
