@@ -196,6 +196,8 @@ def test_bad_speed_options_name_the_field() -> None:
         "threads": {"threads": -2},
         "precision": {"precision": "fp16"},
         "freeze_embeddings": {"lora_rank": 8, "freeze_embeddings": True},
+        "evals_per_epoch": {"evals_per_epoch": 0},
+        "early_stop_patience": {"early_stop_patience": 0},
     }
     for name, values in cases.items():
         with pytest.raises(InputError, match=name):
@@ -233,6 +235,10 @@ NOT_DEFAULTS: dict[str, tuple[list[str], object]] = {
     "train_layers": (["--train-layers", "top:1"], "top:1"),  # not with --freeze-layers: its own run below
     "mix": (["--mix", "obama=1"], "obama=1"),
     "save_dtype": (["--save-dtype", "fp32"], "fp32"),
+    "evals_per_epoch": (["--evals-per-epoch", "4"], 4),
+    "early_stop": (["--no-early-stop"], False),
+    "early_stop_patience": (["--patience", "3"], 3),
+    "chunked_loss": (["--no-chunked-loss"], False),
 }
 
 

@@ -143,9 +143,10 @@ def test_sweep_report_and_params_from_on_the_default_sqlite_storage(
         assert ("lora_learning_rate" in t.params) == (t.params["lora_rank"] > 0)
         assert t.value == pytest.approx(statistics.fmean(losses.values()) + statistics.pstdev(losses.values()))
         assert t.user_attrs["mean_loss"] == pytest.approx(statistics.fmean(losses.values()))
-        # One report per epoch and account: step = account index * max epochs (1 here) + epoch.
-        assert sorted(t.intermediate_values) == [0, 1]
-        assert t.intermediate_values[1] == pytest.approx(t.value)
+        # One report per evaluation and account (2 steps: one evaluation): step = account index * max
+        # evaluations (1 epoch, 2 evaluations an epoch) + evaluation.
+        assert sorted(t.intermediate_values) == [0, 2]
+        assert t.intermediate_values[2] == pytest.approx(t.value)
     assert study.user_attrs["accounts"] == ["alice", "bob"] and study.user_attrs["space"]["fixed"] == {"epochs": 1}
     runs = tweetlm_home / "runs"
     assert not runs.exists() or not any(runs.iterdir())  # trials write no model folders
@@ -246,25 +247,27 @@ def test_max_minutes_bounds_the_whole_sweep(tiny_model: Path, tmp_path: Path) ->
     assert "RUNNING" not in result.states and sum(result.states.values()) < 50
 
 
-def test_pruning_callback_reports_the_running_objective_per_epoch_and_stops_training(tiny_model: Path) -> None:
+def test_pruning_callback_reports_the_running_objective_per_evaluation_and_stops_training(tiny_model: Path) -> None:
     from tweetlm.sweep import pruning_callback
 
     add_account("alice", sample_posts(60))
     study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=0.0))  # prunes at the first report
     trial = study.ask()
-    callback = pruning_callback(trial, step0=10, max_epochs=10, done=[4.0])
+    callback = pruning_callback(trial, step0=20, max_evaluations=20, done=[4.0])
     config = TrainConfig(
         accounts=("alice",), base_model=str(tiny_model), epochs=3, max_length=64, precision="fp32", report_to="none"
     )
     metrics = train_trial(config, callbacks=[callback])
     assert callback.pruned
-    assert metrics.epochs_completed == pytest.approx(1.0)  # stopped after the first epoch
-    first_epoch = metrics.evaluations(trained_only=True)[0]["eval_loss"]
+    first = metrics.evaluations(trained_only=True)[0]
+    assert metrics.epochs_completed == first["epoch"] < 1  # stopped at the first evaluation, within epoch 1
+    assert metrics.stopping is not None and metrics.stopping.reason == "callback"
     frozen = study.trials[0]
-    assert list(frozen.intermediate_values) == [10]  # account 1 of a 10-epoch space, epoch 1
-    assert frozen.intermediate_values[10] == pytest.approx(
-        statistics.fmean([4.0, first_epoch]) + statistics.pstdev([4.0, first_epoch])
+    assert list(frozen.intermediate_values) == [20]  # account 1 of a 10-epoch space (2 evaluations an epoch)
+    assert frozen.intermediate_values[20] == pytest.approx(
+        statistics.fmean([4.0, first["eval_loss"]]) + statistics.pstdev([4.0, first["eval_loss"]])
     )
+    assert SearchSpace().max_evaluations(config) == 20
 
 
 # ---- bad input ----------------------------------------------------------------------------------

@@ -76,7 +76,9 @@ def test_train_writes_a_run_folder_that_pipeline_loads(tiny_model: Path) -> None
     m = meta.metrics
     assert m.eval_loss_after < m.eval_loss_before - 0.5  # a random model learns fast
     evals = [e for e in events if isinstance(e, Evaluated)]
-    assert evals[0].step == 0 and len(evals) == 3  # at the start, then every epoch
+    assert evals[0].step == 0 and [round(e.epoch * 2) for e in evals[1:]] == [1, 2, 3, 4]  # then every half epoch
+    assert m.stopping is not None and m.stopping.reason == "schedule" and m.stopping.patience == 2
+    assert m.stopping.message.startswith("ran the full schedule (2 epochs, ")
     assert meta.config["learning_rate"] == 3e-3 and meta.data["hash"]
     card = (run / "README.md").read_text()
     assert (
@@ -84,6 +86,7 @@ def test_train_writes_a_run_folder_that_pipeline_loads(tiny_model: Path) -> None
         and "| kept for training |" in card
         and "| languages kept | " in card
         and "pipeline(" in card
+        and "Training ran the full schedule" in card
     )
     assert f'model="{run.name}"' in card and ".partial" not in card
 

@@ -136,7 +136,7 @@ Posts of {who}, curated by tweetlm (data hash `{run.data["hash"]}`):
 | perplexity | {metrics.perplexity_before:.1f} | {metrics.perplexity_after:.1f} |
 
 {metrics.steps} optimizer steps, {metrics.train_posts} training and {metrics.validation_posts}
-validation posts, {metrics.train_seconds:.0f} s on {run.versions["torch"]}.
+validation posts, {metrics.train_seconds:.0f} s on {run.versions["torch"]}.{_stopping(run)}
 
 ## Files
 
@@ -157,6 +157,12 @@ Base model: {base}. tweetlm follows the recipe of HuggingTweets by Boris Dayma.
     path = run_dir / CARD_FILE
     atomic_write(path, text)
     return path
+
+
+def _stopping(run: RunInfo) -> str:
+    """When and why training stopped, and which evaluation's model this is (runs of older tweetlm: nothing)."""
+    stopping = run.metrics.stopping
+    return f" Training {stopping.message}; the model is the best evaluation's." if stopping else ""
 
 
 def _eos_literal(run: RunInfo) -> str:

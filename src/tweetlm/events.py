@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tweetlm.runs import Metrics
+from tweetlm.runs import Metrics, Stopping
 
 # ---- training ----------------------------------------------------------------------------------
 
@@ -53,7 +53,7 @@ class Step:
 
 @dataclass(frozen=True)
 class Evaluated:
-    """A validation loss: of the base model at step 0, then after each epoch."""
+    """A validation loss: of the base model at step 0, then `evals_per_epoch` times an epoch."""
 
     step: int
     epoch: float
@@ -68,6 +68,21 @@ class Logged:
     step: int
     loss: float
     values: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EarlyStopOff:
+    """Early stopping is on, but this run trains its fixed schedule: `message` says why (too few validation
+    posts to judge)."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """Training ended: when and why (`stopping.message`), before the run is measured and saved."""
+
+    stopping: Stopping
 
 
 @dataclass(frozen=True)
@@ -136,6 +151,8 @@ Event = (
     | Step
     | Evaluated
     | Logged
+    | EarlyStopOff
+    | Stopped
     | Interrupting
     | Leftover
     | Done

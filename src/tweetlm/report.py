@@ -252,7 +252,7 @@ def _samples(run_dir: Path) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     settings = samples["settings"]
     return (
-        f'<p class="muted">One prediction per prompt at the end of each epoch, seed {_e(samples["seed"])}, temperature '
+        f'<p class="muted">One prediction per prompt after each evaluation, seed {_e(samples["seed"])}, temperature '
         f"{_e(settings['temperature'])}, top-p {_e(settings['top_p'])}, at most {_e(settings['max_new_tokens'])} "
         f"tokens. Predictions are {_e(samples['label'])}.</p>"
         f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"

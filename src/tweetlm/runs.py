@@ -5,7 +5,7 @@
         README.md                      the model card
         run.json                       `RunInfo`: config, versions, data, `Metrics` (history included)
         posts.json                     `RunPosts`: the curated training and validation posts
-        samples.json                   sample predictions after each epoch (tracking)
+        samples.json                   sample predictions after each evaluation (tracking)
         eval.json                      `tweetlm eval`'s result, once run
     runs/.<accounts>-<time>.partial/   a run still training, or interrupted (checkpoints, `RESUME_FILE`)
 
@@ -37,9 +37,32 @@ RESUME_FILE = "tweetlm_config.json"  # written at the start, so --resume knows w
 CHECKPOINTS = "checkpoints"
 
 
+STOP_REASONS = ("early_stop", "schedule", "max_steps", "time_limit", "callback")
+
+
+@dataclass
+class Stopping:
+    """When and why training ended, and its best evaluation (the model kept).
+
+    `reason` is one of STOP_REASONS: the validation loss stopped improving, the schedule's last step,
+    `max_steps`, `max_minutes`, or another callback (a sweep's pruner). `early_stop_off` says why early
+    stopping was off (None when it was on); `message` says it all in a line."""
+
+    reason: str
+    step: int
+    epoch: float
+    best_step: int
+    best_epoch: float
+    best_loss: float
+    patience: int | None
+    early_stop_off: str | None
+    message: str
+
+
 @dataclass
 class Metrics:
-    """What a training run measured; `history` holds the Trainer's log (step, epoch, loss, eval_loss, ...)."""
+    """What a training run measured; `history` holds the Trainer's log (step, epoch, loss, eval_loss, ...);
+    `stopping` when and why it stopped (None in runs of tweetlm before early stopping)."""
 
     eval_loss_before: float
     perplexity_before: float
@@ -53,6 +76,7 @@ class Metrics:
     validation_posts: int
     trainable_parameters: int
     history: list[dict[str, float]] = field(default_factory=list)
+    stopping: Stopping | None = None
 
     def evaluations(self, trained_only: bool = False) -> list[dict[str, float]]:
         """The history's evaluations (step 0 is the base model; `trained_only` leaves it out)."""
@@ -63,7 +87,10 @@ class Metrics:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Metrics:
-        return _known(cls, data)
+        metrics: Metrics = _known(cls, data)
+        if isinstance(metrics.stopping, dict):
+            metrics.stopping = _known(Stopping, metrics.stopping)
+        return metrics
 
 
 @dataclass

@@ -2,9 +2,9 @@
 network), or any of wandb, mlflow, tensorboard through the Trainer's own `report_to`.
 
 Besides what the Trainer logs (losses, learning rate, its arguments), `prediction_callback` logs the
-tweetlm config, the curation report and the dataset hash, and at the end of each epoch (after its
-evaluation) a table of sample predictions for fixed prompts, HuggingTweets' "Input / Prediction" table.
-The same table goes to `samples.json` in the run folder, so nothing depends on the tracker.
+tweetlm config, the curation report and the dataset hash, and after each evaluation of a trained model
+(`evals_per_epoch` an epoch) a table of sample predictions for fixed prompts, HuggingTweets' "Input /
+Prediction" table. The same table goes to `samples.json` in the run folder, so nothing depends on the tracker.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def prediction_callback(
     config: dict[str, Any], datasets: dict[str, Dataset], splits: dict[str, Split], folder: Path
 ) -> TrainerCallback:
     """A TrainerCallback: tweetlm's config (the TrainConfig's dict) to the trackers, then the prediction
-    table after each epoch."""
+    table after each evaluation."""
     from transformers import TrainerCallback
 
     from tweetlm.card import SHORT_LABEL
@@ -153,7 +153,7 @@ def prediction_callback(
                     tracker.config.update(summary)
 
         def on_evaluate(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            # Not for the base model before training (step 0): epochs only, as sampling costs seconds.
+            # Not for the base model before training (step 0): trained models only, as sampling costs seconds.
             if not state.is_world_process_zero or state.global_step == 0:
                 return
             rows = sample_predictions(kw["model"], kw["processing_class"])

@@ -44,7 +44,7 @@ from tweetlm.dataset import (
     split_posts,
 )
 from tweetlm.errors import InputError, TrainingError
-from tweetlm.events import Curated, Done, EventHandler, Interrupting, Leftover, Loading, ignore
+from tweetlm.events import Curated, Done, EarlyStopOff, EventHandler, Interrupting, Leftover, Loading, Stopped, ignore
 from tweetlm.models import (
     PRECISIONS,
     BaseModel,
@@ -64,6 +64,7 @@ from tweetlm.runs import (
     RunFolder,
     RunInfo,
     RunPosts,
+    Stopping,
     folder_prefix,
 )
 from tweetlm.sampling import generation_config
@@ -83,6 +84,11 @@ SAVE_DTYPES = ("auto", "bf16", "fp32")
 # `tweetlm train --fast`: one epoch at a higher peak rate. On the BarackObama CSV it reached a validation
 # loss within 1.2% of the 4-epoch default's best epoch in a quarter of the time (docs/performance.md).
 FAST = {"epochs": 1.0, "learning_rate": 3e-4}
+# Early stopping compares validation losses of the same posts from one evaluation to the next. Below this
+# many posts (a few hundred tokens) a post or two decide whether the loss "improved", so a run would stop,
+# or go on, by chance: it trains its fixed schedule instead. `split_posts` holds out at least 20 posts
+# from an account of 60 or more, so only smaller accounts fall below it.
+MIN_VALIDATION_TO_STOP = 20
 
 
 @dataclass(frozen=True)
@@ -163,6 +169,23 @@ class TrainConfig:
     save_dtype: str = option(
         "auto", "Weights as saved: auto (bf16 when trained in bf16, half the size), bf16 or fp32.", "--save-dtype"
     )
+    evals_per_epoch: int = option(
+        2, "Validation evaluations (each a checkpoint) per epoch; the best is kept.", "--evals-per-epoch"
+    )
+    early_stop: bool = option(
+        True,
+        "Stop when the validation loss has not improved for --patience evaluations (keeps the best).",
+        "--early-stop/--no-early-stop",
+    )
+    early_stop_patience: int = option(
+        2, "Evaluations without a better validation loss before stopping early.", "--patience"
+    )
+    chunked_loss: bool = option(
+        True,
+        "Compute the loss a chunk of tokens at a time, never the whole batch's logits (less memory; used in "
+        "one process without --compile).",
+        "--chunked-loss/--no-chunked-loss",
+    )
 
     def __post_init__(self) -> None:
         checks = [
@@ -185,6 +208,8 @@ class TrainConfig:
             (self.threads >= 0, "threads", "must be >= 0 (0: torch's default)"),
             (self.attention in ATTENTIONS, "attention", f"must be one of {', '.join(ATTENTIONS)}"),
             (self.save_dtype in SAVE_DTYPES, "save_dtype", f"must be one of {', '.join(SAVE_DTYPES)}"),
+            (self.evals_per_epoch >= 1, "evals_per_epoch", "must be >= 1"),
+            (self.early_stop_patience >= 1, "early_stop_patience", "must be >= 1"),
             (not (self.lora_rank and self.freeze_embeddings), "freeze_embeddings", "LoRA already freezes them"),
             (
                 self.train_layers == "all" or not self.freeze_layers,
@@ -351,6 +376,9 @@ def _train(
     hooks.emit(Loading(base.name, precision))
     model, tokenizer = build_model(config, base, precision)
     data = build_data(config, splits, tokenizer)
+    patience, why_off = early_stopping(config, len(data.val_set))
+    if config.early_stop and why_off:
+        hooks.emit(EarlyStopOff(f"early stopping {why_off}: training the fixed schedule"))
     dest.work.mkdir(parents=True, exist_ok=True)
     if not dest.resume and not dest.trial and distributed.is_main():
         paths.write_json(
@@ -361,10 +389,12 @@ def _train(
     # Sample predictions go to the run folder or a tracker: a trial that keeps neither skips them.
     keeps_samples = not dest.trial or bool(parse_report_to(config.report_to))
     predictions = [prediction_callback(config.to_dict(), datasets, splits, dest.work)] if keeps_samples else []
-    trainer = make_trainer(model, tokenizer, args, data, config, hooks, [*predictions, *hooks.callbacks])
+    trainer = make_trainer(model, tokenizer, args, data, config, hooks, [*predictions, *hooks.callbacks], patience)
     fit(trainer, dest, hooks, config.accounts)
-    distributed.barrier()  # every process has reloaded the best epoch before the folder moves
+    distributed.barrier()  # every process has reloaded the best evaluation before the folder moves
     metrics = measure(trainer, data, dest, time.monotonic() - started)
+    metrics.stopping = stopping(trainer, config, patience, why_off)
+    hooks.emit(Stopped(metrics.stopping))
     run_dir = dest.final
     if dest.final is not None and distributed.is_main():
         save_run(_plain_model(trainer.model), tokenizer, config, base, precision, datasets, splits, data, metrics, dest)
@@ -641,9 +671,22 @@ def build_data(config: TrainConfig, splits: dict[str, Split], tokenizer: PreTrai
     )
 
 
+def early_stopping(config: TrainConfig, validation_posts: int) -> tuple[int | None, str | None]:
+    """The patience of the run's early stopping, or None and why it is off."""
+    if not config.early_stop:
+        return None, "off (--no-early-stop)"
+    if validation_posts < MIN_VALIDATION_TO_STOP:
+        return None, (
+            f"off: {validation_posts} validation posts are too few to judge an improvement "
+            f"(it needs {MIN_VALIDATION_TO_STOP})"
+        )
+    return config.early_stop_patience, None
+
+
 def training_arguments(config: TrainConfig, dest: Destination, data: TrainData, precision: str) -> TrainingArguments:
-    """The HF TrainingArguments of a run: an evaluation each epoch (and before training), a checkpoint
-    each epoch and the best epoch kept (a trial keeps no checkpoint)."""
+    """The HF TrainingArguments of a run: an evaluation before training and at the end of each epoch (the
+    `Control` callback adds those within an epoch), each with a checkpoint, and the best evaluation's
+    checkpoint kept and reloaded at the end (a trial keeps no checkpoint)."""
     import torch
     from transformers import TrainingArguments
 
@@ -664,7 +707,9 @@ def training_arguments(config: TrainConfig, dest: Destination, data: TrainData, 
         load_best_model_at_end=not dest.trial,
         metric_for_best_model="eval_loss",
         greater_is_better=False,
-        save_total_limit=1,
+        # The best checkpoint and the latest (or the one before it, when the latest is the best): 1 would
+        # delete a latest that is not the best once training stops, and --resume would redo its steps.
+        save_total_limit=2,
         logging_steps=max(1, min(10, data.steps_per_epoch // 4)),
         **tracker_args(config.report_to),
         run_name=dest.name,
@@ -688,8 +733,10 @@ def make_trainer(
     config: TrainConfig,
     hooks: Hooks,
     callbacks: list[TrainerCallback],
+    patience: int | None = None,
 ) -> TweetlmTrainer:
-    """The Trainer, with MasterAdamW, tweetlm's progress callback and the given ones (no printed logs)."""
+    """The Trainer, with MasterAdamW, tweetlm's progress callback (early stopping after `patience`
+    evaluations without a better validation loss) and the given ones (no printed logs)."""
     from transformers.trainer_callback import PrinterCallback
 
     from tweetlm.optim import MasterAdamW
@@ -700,12 +747,16 @@ def make_trainer(
         model=model,
         args=args,
         data=data,
+        chunked_loss=config.chunked_loss,
         train_dataset=data.train_set,
         eval_dataset=data.val_set,
         processing_class=tokenizer,
         data_collator=data.collate_eval,
         optimizer_cls_and_kwargs=(MasterAdamW, {**optimizer, "fused": True}),
-        callbacks=[Control(hooks.emit, hooks.stop, data, config.max_minutes), *callbacks],
+        callbacks=[
+            Control(hooks.emit, hooks.stop, data, config.max_minutes, patience, config.evals_per_epoch),
+            *callbacks,
+        ],
     )
     trainer.remove_callback(PrinterCallback)
     return trainer
@@ -726,7 +777,7 @@ def fit(trainer: TweetlmTrainer, dest: Destination, hooks: Hooks, accounts: tupl
     trainer_log = logging.getLogger("transformers.trainer")
     trainer_log.addFilter(_tied_head_notice)
     try:
-        with quiet_progress():  # checkpoints and the best epoch's reload would flash bars under tweetlm's
+        with quiet_progress():  # checkpoints and the best evaluation's reload would flash bars under tweetlm's
             trainer.train(resume_from_checkpoint=True if dest.resume else None)
     except torch.OutOfMemoryError as exc:  # type: ignore[attr-defined]
         raise TrainingError(f"out of memory ({exc}): lower batch_size or max_length") from exc
@@ -744,7 +795,7 @@ def fit(trainer: TweetlmTrainer, dest: Destination, hooks: Hooks, accounts: tupl
 
 
 def measure(trainer: TweetlmTrainer, data: TrainData, dest: Destination, seconds: float) -> Metrics:
-    """The run's metrics from the Trainer's log: the loss before training and of the best epoch kept."""
+    """The run's metrics from the Trainer's log: the loss before training and of the best evaluation kept."""
     log_history = trainer.state.log_history
     evals = [h for h in log_history if "eval_loss" in h]
     if not evals or any(math.isnan(h["eval_loss"]) for h in evals[-1:]):
@@ -770,6 +821,57 @@ def measure(trainer: TweetlmTrainer, data: TrainData, dest: Destination, seconds
             for h in log_history
         ],
     )
+
+
+def stopping(trainer: TweetlmTrainer, config: TrainConfig, patience: int | None, why_off: str | None) -> Stopping:
+    """When and why training ended, from the Trainer's state and tweetlm's callback, and its best evaluation."""
+    from tweetlm.trainer import Control, evals_since_best, trained_evaluations
+
+    state = trainer.state
+    control = next(c for c in trainer.callback_handler.callbacks if isinstance(c, Control))
+    evals = trained_evaluations(state.log_history)
+    since = evals_since_best([h["eval_loss"] for h in evals])
+    best = evals[-1 - since] if evals else {"step": 0, "epoch": 0.0, "eval_loss": math.nan}
+    if control.stopped_by:
+        reason = control.stopped_by
+    elif state.global_step >= state.max_steps:
+        reason = "max_steps" if config.max_steps and state.global_step >= config.max_steps else "schedule"
+    else:
+        reason = "callback"
+    at = f"epoch {_number(state.epoch or 0.0)} (step {state.global_step})"
+    kept = f"best validation loss {best['eval_loss']:.3f} at epoch {_number(best['epoch'])}"
+    match reason:
+        case "early_stop":
+            message = (
+                f"stopped early at {at}: validation loss did not improve for {since} evaluations after its "
+                f"best, {best['eval_loss']:.3f} at epoch {_number(best['epoch'])}"
+            )
+        case "schedule":
+            message = f"ran the full schedule ({_number(config.epochs)} epochs, {state.global_step} steps); {kept}"
+        case "max_steps":
+            message = f"stopped at max_steps={config.max_steps}, {at}; {kept}"
+        case "time_limit":
+            message = f"stopped at the time limit ({_number(config.max_minutes or 0.0)} min), {at}; {kept}"
+        case _:
+            message = f"stopped by a callback (a sweep's pruner) at {at}; {kept}"
+    if why_off:
+        message += f"; early stopping {why_off}"
+    return Stopping(
+        reason,
+        state.global_step,
+        state.epoch or 0.0,
+        best["step"],
+        best["epoch"],
+        best["eval_loss"],
+        patience,
+        why_off,
+        message,
+    )
+
+
+def _number(value: float) -> str:
+    """2.5 -> "2.5", 4.0 -> "4", 1.3333 -> "1.33"."""
+    return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
 def save_run(
@@ -867,7 +969,7 @@ def run_info(
 
 
 def _tied_head_notice(record: logging.LogRecord) -> bool:
-    """Drops the Trainer's warning, on reloading the best epoch, that the checkpoint lacks `lm_head.weight`:
+    """Drops the Trainer's warning, on reloading the best evaluation, that the checkpoint lacks `lm_head.weight`:
     a head tied to the embeddings is saved once, as the embeddings, and shares their reloaded values."""
     return "missing keys in the checkpoint model loaded: ['lm_head.weight']" not in record.getMessage()
 

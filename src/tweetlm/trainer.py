@@ -18,6 +18,7 @@ from transformers.trainer_utils import EvalLoopOutput
 from tweetlm import distributed
 from tweetlm.dataset import EpochBatches, PostDataset, collate, pack
 from tweetlm.events import Evaluated, EventHandler, Logged, Started, Step
+from tweetlm.loss import CHUNK_TOKENS, causal_lm_loss
 
 
 @dataclass
@@ -49,11 +50,28 @@ class TweetlmTrainer(Trainer):
 
     Under several processes each takes its own share of both (the sampler shards by rank), and the
     validation loss is summed over all of them: the loss of the whole validation set, as one process
-    computes it (the mean of the batches' losses)."""
+    computes it (the mean of the batches' losses).
 
-    def __init__(self, *args: Any, data: TrainData, **kwargs: Any) -> None:
+    With `chunked_loss` the loss is computed from the final hidden states a chunk of tokens at a time
+    (`tweetlm.loss`), where the model can be called in parts: one process, not compiled."""
+
+    def __init__(self, *args: Any, data: TrainData, chunked_loss: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.data = data
+        self.chunked_loss = chunked_loss
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> Any:
+        causal = direct_model(model, self.accelerator.unwrap_model(model)) if self.chunked_loss else None
+        if causal is None or "labels" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        loss = hidden_state_loss(causal, inputs, num_items_in_batch)
+        return (loss, {"loss": loss}) if return_outputs else loss
 
     def get_train_dataloader(self) -> torch.utils.data.DataLoader:
         loader = torch.utils.data.DataLoader(
@@ -99,10 +117,39 @@ class TweetlmTrainer(Trainer):
         return EvalLoopOutput(predictions=None, label_ids=None, metrics=metrics, num_samples=len(self.data.val_set))
 
 
-class Control(TrainerCallback):  # type: ignore[misc]
-    """Progress events (start, step, eval, log), the time limit and the stop flag (Ctrl-C, a cancel button).
+def direct_model(model: torch.nn.Module, unwrapped: torch.nn.Module) -> Any | None:
+    """The causal LM that `hidden_state_loss` calls in parts (a LoRA model's base, its adapters in
+    place), or None when `model` must be called whole: wrapped for several processes (which sync the
+    gradients in its forward) or compiled (`unwrapped` is then another module), or with no linear head."""
+    if unwrapped is not model:
+        return None
+    get_base_model = getattr(model, "get_base_model", None)  # peft
+    causal = get_base_model() if callable(get_base_model) else model
+    head = getattr(causal, "get_output_embeddings", lambda: None)()
+    return causal if isinstance(head, torch.nn.Linear) else None
 
-    Setting `stop` makes the Trainer end the epoch early, which evaluates and saves a checkpoint."""
+
+def hidden_state_loss(
+    causal: Any, inputs: dict[str, Any], num_items: torch.Tensor | int | None = None, chunk: int = CHUNK_TOKENS
+) -> torch.Tensor:
+    """The causal-LM loss of `inputs` (input ids, mask or position ids, labels): the decoder's final hidden
+    states, then the chunked loss through the output head (tied to the embeddings or not)."""
+    features = {k: v for k, v in inputs.items() if k != "labels"}
+    hidden = causal.get_decoder()(**features).last_hidden_state  # as the whole model calls it: the same numbers
+    return causal_lm_loss(hidden, causal.get_output_embeddings(), inputs["labels"], num_items, chunk)
+
+
+class Control(TrainerCallback):  # type: ignore[misc]
+    """Progress events (start, step, eval, log), the evaluations within an epoch, the time limit, the stop
+    flag (Ctrl-C, a cancel button) and early stopping.
+
+    The Trainer evaluates (and saves a checkpoint) at the end of each epoch; this adds evaluations with
+    checkpoints within it, `evals_per_epoch` an epoch in all. Setting `stop` or the time limit makes the
+    Trainer end the epoch early, which evaluates and saves a checkpoint (once: not again at a step just
+    evaluated). With a `patience`, training stops once that many evaluations in a row have not bettered
+    the best validation loss; it reads the Trainer's log, which a resumed run restores, so it counts the
+    evaluations before an interruption. `stopped_by` says which ended the run ("early_stop",
+    "time_limit"), if one did."""
 
     def __init__(
         self,
@@ -110,11 +157,17 @@ class Control(TrainerCallback):  # type: ignore[misc]
         stop: threading.Event,
         data: TrainData,
         max_minutes: float | None,
+        patience: int | None = None,
+        evals_per_epoch: int = 1,
     ) -> None:
         self.emit = emit
         self.stop = stop
         self.data = data
         self.max_minutes = max_minutes
+        self.patience = patience
+        self.evals_per_epoch = evals_per_epoch
+        self.stopped_by: str | None = None
+        self.evaluated_at: int | None = None  # the step of the latest evaluation
         self.t0 = time.monotonic()
         self.step0 = 0
 
@@ -132,8 +185,13 @@ class Control(TrainerCallback):  # type: ignore[misc]
         stopped, timed_out = distributed.any_rank(self.stop.is_set(), timed_out)
         if stopped:
             self.stop.set()
+        if timed_out and not stopped:
+            self.stopped_by = "time_limit"
         if timed_out or stopped:
             control.should_training_stop = True
+        if self.evaluates_within_epoch(state.global_step):
+            control.should_evaluate = True
+            control.should_save = args.save_strategy != "no"
         tokens = self.data.tokens_per_epoch * done / self.data.steps_per_epoch
         self.emit(
             Step(
@@ -147,10 +205,42 @@ class Control(TrainerCallback):  # type: ignore[misc]
             )
         )
 
+    def evaluates_within_epoch(self, step: int) -> bool:
+        """Whether the training evaluates after optimizer step `step` (counted over all epochs) before its
+        epoch's end: at the first step at or past each 1/evals_per_epoch of the epoch."""
+        per_epoch = self.data.steps_per_epoch
+        within = step % per_epoch
+        return (
+            within > 0 and within * self.evals_per_epoch // per_epoch > (within - 1) * self.evals_per_epoch // per_epoch
+        )
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.evaluated_at == state.global_step:  # stopped right after an evaluation within the epoch
+            control.should_evaluate = control.should_save = False
+
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float], **kw: Any) -> None:
         loss = metrics["eval_loss"]
+        self.evaluated_at = state.global_step
         self.emit(Evaluated(state.global_step, state.epoch or 0.0, loss, math.exp(min(loss, 50))))
+        if self.patience is None or state.global_step == 0 or control.should_training_stop:
+            return
+        if evals_since_best([h["eval_loss"] for h in trained_evaluations(state.log_history)]) >= self.patience:
+            control.should_training_stop = True
+            self.stopped_by = "early_stop"
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float], **kw: Any) -> None:
         if "loss" in logs:
             self.emit(Logged(state.global_step, logs["loss"], dict(logs)))
+
+
+def trained_evaluations(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The evaluations in the Trainer's log after training steps (not the base model's, at step 0)."""
+    return [h for h in log_history if "eval_loss" in h and h.get("step", 0) > 0]
+
+
+def evals_since_best(losses: list[float]) -> int:
+    """How many of `losses`, in order, came after the lowest (its first occurrence; NaN is never lowest)."""
+    if not losses:
+        return 0
+    best = min(range(len(losses)), key=lambda i: (math.isnan(losses[i]), losses[i]))
+    return len(losses) - 1 - best

@@ -12,7 +12,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tweetlm import distributed
 from tweetlm.cli.app import app, console, err_console, given_options
 from tweetlm.cli.options import config_options
-from tweetlm.events import Curated, Done, Evaluated, Event, Interrupting, Leftover, Loading, Started, Step
+from tweetlm.events import (
+    Curated,
+    Done,
+    EarlyStopOff,
+    Evaluated,
+    Event,
+    Interrupting,
+    Leftover,
+    Loading,
+    Started,
+    Step,
+    Stopped,
+)
 from tweetlm.generate import GenerateConfig, Generation
 from tweetlm.runs import Metrics
 from tweetlm.train import TrainConfig
@@ -21,7 +33,8 @@ TRAIN_PANEL = "Model"
 
 
 class TrainDisplay:
-    """Renders training events: a progress bar with loss and time left, and one line per evaluation."""
+    """Renders training events: a progress bar with loss and time left, one line per evaluation and one
+    on why training stopped."""
 
     def __init__(self) -> None:
         self.progress: Progress | None = None
@@ -64,6 +77,10 @@ class TrainDisplay:
                 when = "base model before training" if event.step == 0 else f"epoch {event.epoch:.2f}"
                 line = f"{when}: validation loss {event.eval_loss:.3f} (perplexity {event.perplexity:.1f})"
                 (self.progress.console if self.progress else console).print(line)
+            case EarlyStopOff():
+                err_console.print(f"[yellow]note:[/] {event.message}", highlight=False, soft_wrap=True)
+            case Stopped():
+                (self.progress.console if self.progress else console).print(event.stopping.message, highlight=False)
             case Interrupting():
                 err_console.print(event.message)
             case Leftover():

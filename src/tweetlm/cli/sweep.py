@@ -132,7 +132,7 @@ def sweep_cmd(
     """Search hyperparameters that work for everyone: HuggingTweets' sweep, on Optuna.
 
     Each trial fine-tunes one model per account and scores mean + 1 std of their best validation
-    losses; hopeless trials are pruned per epoch. Run the same command on more machines with a shared
+    losses; hopeless trials are pruned after an evaluation. Run the same command on more machines with a shared
     --storage postgresql://... to add workers; a killed worker's trial is retried by another.
 
     A worker is one process: it cannot be a torchrun / accelerate launch job (each process would

@@ -4,7 +4,8 @@ Each trial draws a configuration from the search space, fine-tunes one model per
 (`dataclasses.replace` on a base `TrainConfig`, `train_trial(...)`), and is scored by
 HuggingTweets' robust objective: **mean + 1 standard deviation** of the per-account best validation
 losses (population std), so that settings which work for everyone win over ones that shine on one
-account. Per epoch the running objective is reported to a pruner, so hopeless trials stop early.
+account. After each evaluation the running objective is reported to a pruner, so hopeless trials stop
+early.
 
 Studies live in an Optuna RDB storage: by default `TWEETLM_HOME/sweeps.sqlite3`; with a
 `postgresql://` URL any number of workers on any number of machines join one study. Workers send
@@ -171,7 +172,7 @@ def run_sweep(
                 storage=storage,
                 direction="minimize",
                 sampler=optuna.samplers.TPESampler(constant_liar=True),
-                pruner=_pruner(config.pruner),
+                pruner=_pruner(config.pruner, base.evals_per_epoch),
                 load_if_exists=True,
             )
             _claim(study, definition, base, masked)
@@ -227,14 +228,15 @@ def _model_layers(base_model: str) -> int | None:
     return int(layers) if isinstance(layers, int) else None
 
 
-def _pruner(kind: str) -> optuna.pruners.BasePruner:
+def _pruner(kind: str, evals_per_epoch: int) -> optuna.pruners.BasePruner:
+    """The pruner of a study whose trials report `evals_per_epoch` times an epoch: its steps are evaluations."""
     import optuna
 
     if kind == "median":
         # No pruning before 5 trials finished, nor in a trial's first epoch.
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
-    if kind == "halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1)
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=evals_per_epoch)
+    if kind == "halving":  # rungs after 1, 4, 16, ... epochs
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=evals_per_epoch)
     return optuna.pruners.NopPruner()
 
 

@@ -1,5 +1,5 @@
 """A trial's objective: one model per account, scored by HuggingTweets' mean + 1 std of their best
-validation losses, reported per epoch to the pruner."""
+validation losses, reported after each evaluation to the pruner."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ class TrialRunner:
         emit: EventHandler,
     ) -> None:
         self.config, self.base, self.space, self.store, self.stop, self.emit = config, base, space, store, stop, emit
-        self.max_epochs = space.max_epochs(base)
+        self.max_evaluations = space.max_evaluations(base)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.lock: BudgetLock | None = None
         self.current: int | None = None
@@ -104,7 +104,7 @@ class TrialRunner:
         import optuna
 
         config = dataclasses.replace(self.base, accounts=(account,), **params)
-        pruning = pruning_callback(trial, index * self.max_epochs, self.max_epochs, list(done.values()))
+        pruning = pruning_callback(trial, index * self.max_evaluations, self.max_evaluations, list(done.values()))
         if self.config.keep_models:
             output = paths.home() / "sweeps" / safe_name(trial.study.study_name) / f"trial-{trial.number:04d}-{account}"
             output.parent.mkdir(parents=True, exist_ok=True)
@@ -137,9 +137,10 @@ class TrialRunner:
             self.emit(TrialEnded(trial_row(trial)))
 
 
-def pruning_callback(trial: optuna.Trial, step0: int, max_epochs: int, done: list[float]) -> Any:
-    """Reports the running objective after each epoch (step = account index * max epochs + epoch) and
-    stops the training when the pruner says so."""
+def pruning_callback(trial: optuna.Trial, step0: int, max_evaluations: int, done: list[float]) -> Any:
+    """Reports the running objective after each evaluation (step = account index * max evaluations +
+    evaluation, counted from 0; `evals_per_epoch` of them an epoch) and stops the training when the pruner
+    says so."""
     from transformers import TrainerCallback
 
     class Pruning(TrainerCallback):  # type: ignore[misc]
@@ -154,7 +155,9 @@ def pruning_callback(trial: optuna.Trial, step0: int, max_epochs: int, done: lis
             loss = metrics["eval_loss"]
             self.best = min(self.best, loss) if not math.isnan(loss) else math.nan
             losses = [*done, self.best]
-            trial.report(statistics.fmean(losses) + statistics.pstdev(losses), step0 + min(self.evals, max_epochs - 1))
+            trial.report(
+                statistics.fmean(losses) + statistics.pstdev(losses), step0 + min(self.evals, max_evaluations - 1)
+            )
             self.evals += 1
             if trial.should_prune():
                 self.pruned = True

@@ -111,9 +111,17 @@ class SearchSpace:
         limited = Dimension("freeze_layers", choices=tuple(c for c in default.choices if c < n_layers))
         return dataclasses.replace(self, dimensions=tuple(limited if d == default else d for d in self.dimensions))
 
+    def largest(self, name: str, base: TrainConfig) -> Any:
+        """The largest value a trial can give setting `name`: its dimension's, else its fixed or base value."""
+        value = next((d.largest for d in self.dimensions if d.name == name), dict(self.fixed).get(name))
+        return value if value is not None else getattr(base, name)
+
     def max_epochs(self, base: TrainConfig) -> int:
-        epochs = next((d.largest for d in self.dimensions if d.name == "epochs"), dict(self.fixed).get("epochs"))
-        return max(1, math.ceil(epochs if epochs is not None else base.epochs))
+        return max(1, math.ceil(self.largest("epochs", base)))
+
+    def max_evaluations(self, base: TrainConfig) -> int:
+        """The most evaluations a trial's training of one account reports to the pruner."""
+        return self.max_epochs(base) * int(self.largest("evals_per_epoch", base))
 
     def to_dict(self) -> dict[str, Any]:
         return {"search": {d.name: d.to_dict() for d in self.dimensions}, "fixed": dict(self.fixed)}

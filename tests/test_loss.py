@@ -1,0 +1,78 @@
+"""The chunked causal-LM loss equals the plain one (`model(..., labels=...)`): loss and gradients, in fp32
+and bf16, on Llama (tied head) and GPT-2, padded and packed batches, with LoRA; and a run trains the same
+with and without it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tests.conftest import add_account, sample_posts, tiny_config
+from tweetlm.dataset import collate, encode_posts, pack
+from tweetlm.models import load_model, load_tokenizer
+from tweetlm.train import prepare_model, train
+from tweetlm.trainer import direct_model, hidden_state_loss
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    """|a - b| / |b| (|a| when b is zero: a LoRA A matrix's gradient while B is still zero)."""
+    diff = (a.float() - b.float()).norm()
+    return float(diff / b.float().norm() if b.any() else diff)
+
+
+def batch(folder: Path, packed: bool) -> dict[str, torch.Tensor]:
+    """40 posts, padded (attention mask) or packed into rows of 64 tokens (position ids)."""
+    seqs = encode_posts(load_tokenizer(str(folder)), sample_posts(40), 64)
+    items = [{"input_ids": s} for s in seqs]
+    return pack(items, 0, 64) if packed else collate(items, 0)
+
+
+def losses_and_grads(model: Any, inputs: dict[str, torch.Tensor], chunked: bool) -> list[torch.Tensor]:
+    """The loss, then the gradient of every trainable parameter."""
+    model.zero_grad()
+    loss = hidden_state_loss(direct_model(model, model), inputs, chunk=32) if chunked else model(**inputs).loss
+    loss.backward()
+    return [loss.detach(), *(p.grad.clone() for p in model.parameters() if p.requires_grad)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("family", "packed", "lora"), [("llama", False, 0), ("llama", True, 4), ("gpt2", False, 0)])
+def test_chunked_loss_and_gradients_equal_the_plain_loss(
+    tiny_model: Path, tiny_gpt2: Path, family: str, packed: bool, lora: int, dtype: torch.dtype
+) -> None:
+    folder = tiny_model if family == "llama" else tiny_gpt2
+    torch.manual_seed(0)
+    model = prepare_model(load_model(str(folder), dtype=dtype), tiny_config(folder, lora_rank=lora)).eval()
+    inputs = batch(folder, packed)
+    assert (inputs["labels"] != -100).sum() > 5 * 32  # several chunks of 32 tokens
+    plain, chunked = losses_and_grads(model, inputs, False), losses_and_grads(model, inputs, True)
+    assert len(plain) > 2 and [g.dtype for g in chunked] == [g.dtype for g in plain]
+    if not lora:  # the head (tied to the embeddings) trains first, then the lowest block's weights
+        assert plain[1].shape[0] == model.config.vocab_size
+    for ours, theirs in zip(chunked, plain, strict=True):  # the loss, the head, each block, ...
+        assert relative(ours, theirs) < 1e-3
+
+
+def test_without_grad_the_chunked_loss_is_the_evaluation_loss(tiny_model: Path) -> None:
+    model = load_model(str(tiny_model)).eval()
+    inputs = batch(tiny_model, packed=False)
+    with torch.no_grad():
+        plain = model(**inputs).loss
+        chunked = hidden_state_loss(direct_model(model, model), inputs, num_items=7, chunk=32)
+    assert relative(chunked * 7 / (inputs["labels"][:, 1:] != -100).sum(), plain) < 1e-5
+
+
+def test_a_compiled_or_distributed_model_is_called_whole() -> None:
+    model = torch.nn.Linear(2, 2)
+    assert direct_model(model, torch.nn.Linear(2, 2)) is None  # what unwrapping a DDP or compiled model gives
+    assert direct_model(model, model) is None  # no causal LM (no output head)
+
+
+def test_a_run_trains_the_same_with_and_without_the_chunked_loss(tiny_model: Path) -> None:
+    add_account("obama", sample_posts(200))
+    runs = [train(tiny_config(tiny_model, max_steps=3, chunked_loss=on)).metrics for on in (True, False)]
+    first, second = ([h["eval_loss"] for h in m.evaluations()] for m in runs)
+    assert first == pytest.approx(second, rel=1e-4) and len(first) == 2
