@@ -722,6 +722,8 @@ def training_arguments(config: TrainConfig, dest: Destination, data: TrainData, 
         remove_unused_columns=False,
         use_cpu=not torch.cuda.is_available(),
         average_tokens_across_devices=False,
+        # Frozen weights need no gradient, so DDP never waits on an unused one: skip its extra graph walk.
+        ddp_find_unused_parameters=False,
     )
 
 
