@@ -39,8 +39,12 @@ from curation_table import import_all  # noqa: E402
 from tweetlm.runs import RunFolder  # noqa: E402
 
 RECIPES = {
-    # HuggingTweets' GPU recipe as tweetlm ran it before early stopping: 4 epochs, best epoch kept.
+    # HuggingTweets' GPU recipe, with tweetlm's early stopping (evaluations every half epoch, patience 2).
     "huggingtweets": "--epochs 4 --lr 1.372e-4 --scheduler cosine --warmup 0",
+    # The same without early stopping: the 4 epochs run, the best evaluation is kept (the old default).
+    "huggingtweets-full": "--epochs 4 --lr 1.372e-4 --scheduler cosine --warmup 0 --no-early-stop",
+    # Candidates for a CPU default: fewer epochs at a higher peak learning rate.
+    "2-epochs-2e-4": "--epochs 2 --lr 2e-4 --scheduler cosine --warmup 0",
     "1-epoch-3e-4": "--epochs 1 --lr 3e-4 --scheduler cosine --warmup 0",
 }
 
