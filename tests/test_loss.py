@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from tests.conftest import add_account, sample_posts, tiny_config
+from tweetlm import trainer
 from tweetlm.dataset import collate, encode_posts, pack
 from tweetlm.models import load_model, load_tokenizer
 from tweetlm.train import prepare_model, train
-from tweetlm.trainer import direct_model, hidden_state_loss
+from tweetlm.trainer import direct_model, hidden_state_loss, split_rows
 
 
 def relative(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -76,3 +77,32 @@ def test_a_run_trains_the_same_with_and_without_the_chunked_loss(tiny_model: Pat
     runs = [train(tiny_config(tiny_model, max_steps=3, chunked_loss=on)).metrics for on in (True, False)]
     first, second = ([h["eval_loss"] for h in m.evaluations()] for m in runs)
     assert first == pytest.approx(second, rel=1e-4) and len(first) == 2
+
+
+def test_split_rows_bounds_the_padded_tokens_of_each_part() -> None:
+    batch = {"input_ids": torch.zeros(5, 40, dtype=torch.long), "labels": torch.zeros(5, 40), "scale": torch.ones(1)}
+    parts = split_rows(batch, 100)  # 2 rows of 40 tokens a part
+    assert [p["input_ids"].shape[0] for p in parts] == [2, 2, 1]
+    assert all(p["scale"] is batch["scale"] for p in parts)  # not a row per input row: shared
+    assert torch.equal(torch.cat([p["labels"] for p in parts]), batch["labels"])
+    assert split_rows(batch, 200) == [batch] and split_rows(batch, 0) == [batch]
+    assert [p["input_ids"].shape[0] for p in split_rows(batch, 10)] == [1] * 5  # a row wider than the bound
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_micro_batches_train_the_same_steps_as_whole_batches(
+    tiny_model: Path, chunked: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_account("obama", sample_posts(200))
+    split = trainer.split_rows
+    sizes: list[int] = []
+    monkeypatch.setattr(
+        trainer, "split_rows", lambda inputs, tokens: sizes.append(len(parts := split(inputs, tokens))) or parts
+    )
+    runs = [
+        train(tiny_config(tiny_model, max_steps=3, chunked_loss=chunked, micro_batch_tokens=tokens)).metrics
+        for tokens in (0, 64)  # 64 tokens: batches of 16 posts go in parts of a few rows
+    ]
+    whole, parts = ([h["eval_loss"] for h in m.evaluations()] for m in runs)
+    assert parts == pytest.approx(whole, rel=1e-4) and len(whole) == 2 and whole[0] != whole[1]
+    assert sizes[:3] == [1, 1, 1] and all(n > 1 for n in sizes[3:]) and len(sizes) == 6  # really split

@@ -180,6 +180,12 @@ class TrainConfig:
     early_stop_patience: int = option(
         2, "Evaluations without a better validation loss before stopping early.", "--patience"
     )
+    micro_batch_tokens: int = option(
+        1024,
+        "Split a batch holding more padded tokens than this into parts whose gradients add up to the same "
+        "step (bounds memory on accounts of long posts); 0: never split.",
+        "--micro-batch-tokens",
+    )
     chunked_loss: bool = option(
         True,
         "Compute the loss a chunk of tokens at a time, never the whole batch's logits (less memory; used in "
@@ -202,6 +208,7 @@ class TrainConfig:
             (self.max_steps is None or self.max_steps >= 1, "max_steps", "must be >= 1"),
             (self.max_minutes is None or self.max_minutes > 0, "max_minutes", "must be > 0"),
             (not self.batch_tokens or self.batch_tokens >= self.max_length, "batch_tokens", "0 or >= max_length"),
+            (self.micro_batch_tokens >= 0, "micro_batch_tokens", "must be >= 0 (0: never split)"),
             (self.lora_rank >= 0, "lora_rank", "must be >= 0"),
             (self.lora_alpha > 0, "lora_alpha", "must be > 0"),
             (0 < self.lora_learning_rate < 1, "lora_learning_rate", "must be in (0, 1)"),
@@ -750,6 +757,7 @@ def make_trainer(
         args=args,
         data=data,
         chunked_loss=config.chunked_loss,
+        micro_batch_tokens=config.micro_batch_tokens,
         train_dataset=data.train_set,
         eval_dataset=data.val_set,
         processing_class=tokenizer,

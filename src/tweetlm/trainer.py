@@ -55,10 +55,26 @@ class TweetlmTrainer(Trainer):
     With `chunked_loss` the loss is computed from the final hidden states a chunk of tokens at a time
     (`tweetlm.loss`), where the model can be called in parts: one process, not compiled."""
 
-    def __init__(self, *args: Any, data: TrainData, chunked_loss: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, data: TrainData, chunked_loss: bool = False, micro_batch_tokens: int = 0, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.data = data
         self.chunked_loss = chunked_loss
+        self.micro_batch_tokens = micro_batch_tokens
+
+    def training_step(
+        self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
+        """A batch of more padded tokens than `micro_batch_tokens` goes forward and backward in parts of
+        rows: each part's loss is its targets' summed loss over the whole batch's `num_items_in_batch`, so
+        the gradients add up to the whole batch's, at a fraction of its activation memory. One process
+        only (under DDP every backward would all-reduce)."""
+        parts = split_rows(inputs, self.micro_batch_tokens)
+        if len(parts) == 1 or num_items_in_batch is None or self.args.world_size > 1:
+            return super().training_step(model, inputs, num_items_in_batch)
+        step = super().training_step
+        return torch.stack([step(model, part, num_items_in_batch) for part in parts]).sum()
 
     def compute_loss(
         self,
@@ -115,6 +131,24 @@ class TweetlmTrainer(Trainer):
         torch.distributed.all_reduce(total)
         metrics = {f"{metric_key_prefix}_loss": (total[0] / total[1]).item()}
         return EvalLoopOutput(predictions=None, label_ids=None, metrics=metrics, num_samples=len(self.data.val_set))
+
+
+def split_rows(inputs: dict[str, Any], max_tokens: int) -> list[dict[str, Any]]:
+    """`inputs` cut into consecutive groups of rows of at most `max_tokens` padded tokens each (at least
+    one row a group); every tensor with a row per input row is cut, anything else is shared."""
+    ids = inputs.get("input_ids")
+    if not max_tokens or not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.numel() <= max_tokens:
+        return [inputs]
+    rows, width = ids.shape
+    per_part = max(1, max_tokens // width)
+    parts = []
+    for start in range(0, rows, per_part):
+        part = {}
+        for key, value in inputs.items():
+            cut = isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == rows
+            part[key] = value[start : start + per_part] if cut else value
+        parts.append(part)
+    return parts
 
 
 def direct_model(model: torch.nn.Module, unwrapped: torch.nn.Module) -> Any | None:
