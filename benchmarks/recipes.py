@@ -138,12 +138,12 @@ def main() -> None:
         for account in accounts:
             if store.dataset(account, with_posts=False) is None:
                 curate_account(store, account, CurateConfig())
-    if args.accounts:
-        accounts = [a for a in accounts if a in args.accounts.split(",")]
+    if args.accounts:  # in the order given
+        accounts = [a for a in args.accounts.split(",") if a in accounts]
     print(f"Machine: {machine()}; load average at the start {os.getloadavg()[0]:.2f}", flush=True)
     results: dict[str, list[dict[str, Any]]] = {}
-    for name, flags in recipes.items():
-        for account in accounts:
+    for account in accounts:  # each account's recipes side by side, so a stopped run still compares them
+        for name, flags in recipes.items():
             output = home / "recipe-runs" / f"{name}-{account}"
             shutil.rmtree(output, ignore_errors=True)
             row = run_one(account, flags, home, output)
