@@ -81,7 +81,7 @@ def test_the_report_is_one_self_contained_page(runs: list[Path], tmp_path: Path)
     # The curation table, the eval table and the sample table.
     assert "posts downloaded 120" in text and "kept for training" in text
     assert "fine-tuned base model real posts validation loss" in text and "distinct-2" in text
-    assert "Input epoch 1 (step" in text and "epoch 2 (step" in text and "My dream is" in text
+    assert "Input epoch 0.5 (step" in text and "epoch 2 (step" in text and "My dream is" in text  # every half epoch
     assert text.count("[generated]") >= 4 * 2  # every prediction of the sample table is tagged
 
 

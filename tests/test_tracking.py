@@ -138,7 +138,7 @@ def test_the_prediction_table_is_saved_in_the_run_folder(tiny_model: Path) -> No
     assert [e["step"] for e in samples["evaluations"]] == [
         h["step"] for h in RunFolder(result.run_dir).read().metrics.history if "eval_loss" in h and h["step"]
     ]
-    assert [e["epoch"] for e in samples["evaluations"]] == [1.0, 2.0]
+    assert [e["epoch"] for e in samples["evaluations"]] == [0.5, 1.0, 1.5, 2.0]  # an evaluation every half epoch
     for evaluation in samples["evaluations"]:
         assert [r["input"] for r in evaluation["rows"]] == list(PROMPTS)
         assert all(r["prediction"].startswith(r["input"]) and len(r["prediction"]) <= 280 for r in evaluation["rows"])
