@@ -39,13 +39,16 @@ from curation_table import import_all  # noqa: E402
 from tweetlm.runs import RunFolder  # noqa: E402
 
 RECIPES = {
-    # HuggingTweets' GPU recipe, with tweetlm's early stopping (evaluations every half epoch, patience 2).
-    "huggingtweets": "--epochs 4 --lr 1.372e-4 --scheduler cosine --warmup 0",
-    # The same without early stopping: the 4 epochs run, the best evaluation is kept (the old default).
-    "huggingtweets-full": "--epochs 4 --lr 1.372e-4 --scheduler cosine --warmup 0 --no-early-stop",
-    # Candidates for a CPU default: fewer epochs at a higher peak learning rate.
-    "2-epochs-2e-4": "--epochs 2 --lr 2e-4 --scheduler cosine --warmup 0",
-    "1-epoch-3e-4": "--epochs 1 --lr 3e-4 --scheduler cosine --warmup 0",
+    # The default: up to 2 epochs at lr 3e-4 in a 4.5-minute budget the schedule is fitted to.
+    "tweetlm": "",
+    # HuggingTweets' GPU recipe (the old default), with early stopping to save time: evaluations every half
+    # epoch, stopping 2 evaluations after the best (its best is the full recipe's, or a lower one between).
+    "huggingtweets": "--recipe huggingtweets --early-stop --evals-per-epoch 2",
+    # The same as it was: 4 epochs, evaluated once an epoch, the best kept.
+    "huggingtweets-full": "--recipe huggingtweets",
+    # Earlier candidates for a CPU default, without a time budget.
+    "2-epochs-2e-4": "--epochs 2 --lr 2e-4 --max-minutes 0",
+    "1-epoch-3e-4": "--epochs 1 --lr 3e-4 --max-minutes 0",
 }
 
 

@@ -56,6 +56,8 @@ def test_a_rising_validation_loss_stops_the_run_early_and_keeps_the_best(tiny_mo
         load_file(folder / "model.safetensors") for folder in (checkpoints / f"checkpoint-{best.step}", result.run_dir)
     )
     assert all(torch.equal(kept[name], saved[name]) for name in kept)
+    # Checkpoints taken at evaluations hold the model, not the optimizer state (written only to resume).
+    assert not list(checkpoints.glob("*/optimizer.pt")) and list(checkpoints.glob("*/trainer_state.json"))
 
 
 def test_a_resumed_run_counts_the_evaluations_before_its_interruption(tiny_model: Path) -> None:

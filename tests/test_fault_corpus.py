@@ -882,7 +882,7 @@ CASES = [
     Case("x-fetch-mastodon-bad-handle", ("fetch", "mastodon", "@@"), r"'@@' is not a Mastodon account"),
     Case("x-demo-output-in-proc", ("demo", "-o", "/proc/x"), r"--output /proc/x: cannot create a folder in /proc"),
     Case("x-demo-output-exists", ("demo", "-o", "{tmp}"), r"already exists: choose another"),
-    Case("x-demo-zero-minutes", ("demo", "--minutes", "0"), r"max_minutes=0\.0: must be > 0"),
+    Case("x-demo-zero-minutes", ("demo", "--minutes", "0"), r"--minutes 0: must be > 0"),
     Case("x-sweep-zero-trials", ("sweep", "many", "--trials", "0"), r"--trials 0: must be >= 1"),
     Case("x-sweep-space-missing", ("sweep", "many", "--space", "{tmp}/none.toml"), r"cannot read the space file"),
     Case("x-sweep-uncurated", ("sweep", "five", "--trials", "1"), r"five has no curated dataset"),

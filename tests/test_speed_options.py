@@ -340,23 +340,30 @@ def test_master_adamw_in_chunks_matches_one_adamw_step_over_every_parameter() ->
     assert all(m.grad is None for _, m in chunked.pairs)  # no fp32 gradient outlives the step
 
 
-def test_fast_trains_one_epoch_at_its_rate_unless_the_command_line_says_otherwise(tiny_model: Path) -> None:
+def test_recipe_sets_its_settings_unless_the_command_line_says_otherwise(tiny_model: Path) -> None:
     import json
 
     from typer.testing import CliRunner
 
     from tests.conftest import add_account, sample_posts
     from tweetlm.cli import app
-    from tweetlm.train import FAST
+    from tweetlm.train import RECIPES, TrainConfig
 
     add_account("obama", sample_posts(60))
     common = ["train", "obama", "-m", str(tiny_model), "--precision", "fp32", "--report-to", "none", "--max-steps", "1"]
     configs = []
-    for extra, name in ((["--fast"], "a"), (["--fast", "--epochs", "2"], "b"), ([], "c")):
-        out = tiny_model.parent / f"fast-{name}"
+    runs = ((["--recipe", "huggingtweets"], "a"), (["--recipe", "huggingtweets", "--epochs", "3"], "b"), ([], "c"))
+    for extra, name in runs:
+        out = tiny_model.parent / f"recipe-{name}"
         result = CliRunner().invoke(app, [*common, *extra, "--output", str(out)])
         assert result.exit_code == 0, result.output
         configs.append(json.loads((out / RUN_FILE).read_text())["config"])
-    assert (configs[0]["epochs"], configs[0]["learning_rate"]) == (FAST["epochs"], FAST["learning_rate"])
-    assert (configs[1]["epochs"], configs[1]["learning_rate"]) == (2, FAST["learning_rate"])
-    assert (configs[2]["epochs"], configs[2]["learning_rate"]) == (4, 1.372e-4)
+    huggingtweets = RECIPES["huggingtweets"]
+    assert {k: configs[0][k] for k in huggingtweets} == huggingtweets
+    assert {k: configs[1][k] for k in huggingtweets} == huggingtweets | {"epochs": 3}
+    default = TrainConfig(accounts=("obama",))
+    assert {k: configs[2][k] for k in huggingtweets} == {k: getattr(default, k) for k in huggingtweets}
+    assert configs[2]["max_minutes"] and not configs[0]["max_minutes"]  # the default has a time budget
+
+    result = CliRunner().invoke(app, [*common, "--recipe", "gpu"])
+    assert result.exit_code != 0 and "unknown recipe 'gpu': choose one of tweetlm, huggingtweets" in result.output

@@ -61,17 +61,19 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *ar
 
 def test_default_space_is_huggingtweets_plus_layers_limited_to_the_model() -> None:
     space = SearchSpace().to_dict()["search"]
-    assert space["epochs"] == {"low": 1, "high": 10, "log": False}
+    assert space["epochs"] == {"low": 1, "high": 4, "log": False}
     assert space["scheduler"] == {"choices": ["constant", "linear", "cosine"]}
     assert space["warmup"] == {"choices": [0.0, 0.1, 0.2]}
-    assert space["learning_rate"] == {"low": 1e-6, "high": 2.5e-3, "log": True}
-    assert space["grad_accum"] == {"choices": [1, 4, 8]}
+    assert space["learning_rate"] == {"low": 1e-5, "high": 2e-3, "log": True}
+    assert space["batch_size"] == {"choices": [8, 16, 32]}
+    assert space["grad_accum"] == {"choices": [1, 4]}
+    assert space["early_stop_patience"] == {"choices": [1, 2, 4]}
     assert space["freeze_layers"] == {"choices": [0, 8, 16, 24]}
     assert space["lora_rank"] == {"choices": [0, 8, 32]}
     assert space["lora_learning_rate"] == {"low": 1e-4, "high": 1e-2, "log": True}  # searched only with LoRA on
     assert SearchSpace().for_model(30).to_dict()["search"]["freeze_layers"] == {"choices": [0, 8, 16, 24]}
     assert SearchSpace().for_model(2).to_dict()["search"]["freeze_layers"] == {"choices": [0]}
-    assert SearchSpace().max_epochs(TrainConfig(accounts=("a",))) == 10
+    assert SearchSpace().max_epochs(TrainConfig(accounts=("a",))) == 4
 
 
 def test_space_files_in_toml_and_yaml_override_key_by_key(tmp_path: Path) -> None:
@@ -208,6 +210,29 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_sweep_goes_on(tiny_
     failed, complete = study.get_trials()
     assert failed.state.name == "FAIL" and "the model has only 2 layers" in failed.user_attrs["fail_reason"]
     assert complete.state.name == "COMPLETE" and result.best is not None and result.best["number"] == 1
+
+
+def test_a_nan_objective_fails_its_trial_with_the_reason_and_the_sweep_goes_on(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    two_accounts()
+    broken = tmp_path / "nan-model"
+    shutil.copytree(tiny_model, broken)
+    model = AutoModelForCausalLM.from_pretrained(broken)
+    with torch.no_grad():
+        model.get_output_embeddings().weight[0, 0] = float("nan")  # every logit of the vocabulary's first row
+    model.save_pretrained(broken)
+    config = sweep_config(tiny_model, tmp_path, study="nan")
+    config = dataclasses.replace(config, base=dataclasses.replace(config.base, base_model=str(broken)))
+    result = run_sweep(config)
+    assert result.stopped is None and result.states == {"FAIL": 2} and result.best is None
+    for trial in load_study("nan").get_trials():
+        assert trial.user_attrs["fail_reason"].startswith("alice: validation loss is NaN: lower learning_rate")
 
 
 def test_a_stopped_trial_is_requeued_and_the_next_run_retries_it(tiny_model: Path, tmp_path: Path) -> None:

@@ -142,6 +142,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues_from_it(tiny_model: Path
         train(tiny_config(tiny_model), on_event=press_ctrl_c)
     partial = stopped.value.partial_dir
     assert [p.name for p in (partial / "checkpoints").glob("checkpoint-*")] == ["checkpoint-4"]
+    assert (partial / "checkpoints" / "checkpoint-4" / "optimizer.pt").is_file()  # stopped to resume: full state
 
     events: list[Event] = []
     result = train(tiny_config(tiny_model), resume=True, on_event=events.append)

@@ -84,15 +84,20 @@ def from_main(make: Callable[[], T]) -> T:
 
 def any_rank(*flags: bool) -> list[bool]:
     """Each flag, true on every process when it is true on any (a step's stop and time-out decisions)."""
+    return [bool(v) for v in max_over_ranks(*(float(f) for f in flags))]
+
+
+def max_over_ranks(*values: float) -> list[float]:
+    """Each value, the largest any process has (so every process takes the same decision)."""
     if world_size() == 1 or not _initialized():
-        return list(flags)
+        return list(values)
     import torch
     import torch.distributed as dist
 
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
-    values = torch.tensor([float(f) for f in flags], device=device)
-    dist.all_reduce(values, op=dist.ReduceOp.MAX)
-    return [bool(v) for v in values.tolist()]
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return [float(v) for v in tensor.tolist()]
 
 
 def cpu_threads() -> int:

@@ -81,9 +81,22 @@ log = logging.getLogger("tweetlm")
 SCHEDULERS = ("constant", "linear", "cosine")
 ATTENTIONS = ("auto", "eager", "sdpa")
 SAVE_DTYPES = ("auto", "bf16", "fp32")
-# `tweetlm train --fast`: one epoch at a higher peak rate. On the BarackObama CSV it reached a validation
-# loss within 1.2% of the 4-epoch default's best epoch in a quarter of the time (docs/performance.md).
-FAST = {"epochs": 1.0, "learning_rate": 3e-4}
+# `tweetlm train --recipe NAME`: what each named recipe changes from TrainConfig's defaults (which are
+# the "tweetlm" recipe, chosen for a CPU in docs/performance.md). Options given with it still win.
+RECIPES: dict[str, dict[str, Any]] = {
+    "tweetlm": {},
+    # HuggingTweets' recipe, chosen with a sweep on 15 accounts on a GPU: 4 epochs at a low peak rate, no
+    # time budget, no early stopping, evaluated once an epoch; the best epoch is kept.
+    "huggingtweets": {
+        "epochs": 4.0,
+        "learning_rate": 1.372e-4,
+        "scheduler": "cosine",
+        "warmup": 0.0,
+        "max_minutes": None,
+        "early_stop": False,
+        "evals_per_epoch": 1,
+    },
+}
 # Early stopping compares validation losses of the same posts from one evaluation to the next. Below this
 # many posts (a few hundred tokens) a post or two decide whether the loss "improved", so a run would stop,
 # or go on, by chance: it trains its fixed schedule instead. `split_posts` holds out at least 20 posts
@@ -103,8 +116,8 @@ class TrainConfig:
         "-m",
         label="base model",
     )
-    epochs: float = option(4.0, "Passes over the training posts.", "--epochs", label="epochs")
-    learning_rate: float = option(1.372e-4, "Peak learning rate.", "--learning-rate", "--lr", label="learning rate")
+    epochs: float = option(2.0, "Passes over the training posts (at most).", "--epochs", label="epochs")
+    learning_rate: float = option(3e-4, "Peak learning rate.", "--learning-rate", "--lr", label="learning rate")
     scheduler: str = option("cosine", "constant, linear or cosine.", "--scheduler")
     warmup: float = option(0.0, "Warmup as a fraction of the steps.", "--warmup")
     grad_accum: int = option(1, "Gradient accumulation steps.", "--grad-accum")
@@ -139,10 +152,11 @@ class TrainConfig:
         None, "Stop after this many optimizer steps.", "--max-steps", label="max steps (0: no limit)"
     )
     max_minutes: float | None = option(
-        None,
-        "Stop after this many minutes (evaluates and keeps the best).",
+        4.5,
+        "Time budget of the run in minutes, model load to saved run: the learning-rate schedule is fitted "
+        "to it, so a run it cuts short still decays to its end; 0: none.",
         "--max-minutes",
-        label="stop after (minutes, 0: no limit)",
+        label="time budget (minutes, 0: none)",
     )
     report_to: str = option(
         "trackio",
@@ -206,7 +220,7 @@ class TrainConfig:
             (self.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}"),
             (self.freeze_layers >= 0, "freeze_layers", "must be >= 0"),
             (self.max_steps is None or self.max_steps >= 1, "max_steps", "must be >= 1"),
-            (self.max_minutes is None or self.max_minutes > 0, "max_minutes", "must be > 0"),
+            (self.max_minutes is None or self.max_minutes >= 0, "max_minutes", "must be >= 0 (0: no budget)"),
             (not self.batch_tokens or self.batch_tokens >= self.max_length, "batch_tokens", "0 or >= max_length"),
             (self.micro_batch_tokens >= 0, "micro_batch_tokens", "must be >= 0 (0: never split)"),
             (self.lora_rank >= 0, "lora_rank", "must be >= 0"),
@@ -224,6 +238,8 @@ class TrainConfig:
                 "give it or freeze_layers, not both",
             ),
         ]
+        if self.max_minutes == 0:
+            object.__setattr__(self, "max_minutes", None)  # 0 is the flag's and the form's "no budget"
         parse_report_to(self.report_to)  # raises InputError naming the option
         parse_train_layers(self.train_layers)
         parse_mix(self.mix, self.accounts)
@@ -396,7 +412,9 @@ def _train(
     # Sample predictions go to the run folder or a tracker: a trial that keeps neither skips them.
     keeps_samples = not dest.trial or bool(parse_report_to(config.report_to))
     predictions = [prediction_callback(config.to_dict(), datasets, splits, dest.work)] if keeps_samples else []
-    trainer = make_trainer(model, tokenizer, args, data, config, hooks, [*predictions, *hooks.callbacks], patience)
+    deadline = started + config.max_minutes * 60 if config.max_minutes else None
+    callbacks = [*predictions, *hooks.callbacks]
+    trainer = make_trainer(model, tokenizer, args, data, config, hooks, callbacks, patience, deadline)
     fit(trainer, dest, hooks, config.accounts)
     distributed.barrier()  # every process has reloaded the best evaluation before the folder moves
     metrics = measure(trainer, data, dest, time.monotonic() - started)
@@ -702,8 +720,6 @@ def training_arguments(config: TrainConfig, dest: Destination, data: TrainData, 
         num_train_epochs=config.epochs,
         max_steps=config.max_steps or -1,
         learning_rate=config.lora_learning_rate if config.lora_rank else config.learning_rate,
-        lr_scheduler_type=config.scheduler if config.scheduler != "constant" else "constant_with_warmup",
-        warmup_steps=config.warmup,
         weight_decay=config.weight_decay,
         gradient_accumulation_steps=config.grad_accum,
         per_device_train_batch_size=config.batch_size,
@@ -743,19 +759,24 @@ def make_trainer(
     hooks: Hooks,
     callbacks: list[TrainerCallback],
     patience: int | None = None,
+    deadline: float | None = None,
 ) -> TweetlmTrainer:
-    """The Trainer, with MasterAdamW, tweetlm's progress callback (early stopping after `patience`
-    evaluations without a better validation loss) and the given ones (no printed logs)."""
+    """The Trainer, with MasterAdamW, the learning rate following `Pace` (steps or the time budget ending
+    at `deadline`), tweetlm's progress callback (early stopping after `patience` evaluations without a
+    better validation loss) and the given ones (no printed logs)."""
     from transformers.trainer_callback import PrinterCallback
 
     from tweetlm.optim import MasterAdamW
-    from tweetlm.trainer import Control, TweetlmTrainer
+    from tweetlm.trainer import Control, Pace, TweetlmTrainer
 
+    pace = Pace(config.scheduler, config.warmup)
     optimizer = {"lr": args.learning_rate, "betas": (args.adam_beta1, args.adam_beta2), "eps": args.adam_epsilon}
     trainer = TweetlmTrainer(
         model=model,
         args=args,
         data=data,
+        pace=pace,
+        stop=hooks.stop,
         chunked_loss=config.chunked_loss,
         micro_batch_tokens=config.micro_batch_tokens,
         train_dataset=data.train_set,
@@ -764,7 +785,7 @@ def make_trainer(
         data_collator=data.collate_eval,
         optimizer_cls_and_kwargs=(MasterAdamW, {**optimizer, "fused": True}),
         callbacks=[
-            Control(hooks.emit, hooks.stop, data, config.max_minutes, patience, config.evals_per_epoch),
+            Control(hooks.emit, hooks.stop, data, pace, deadline, patience, config.evals_per_epoch),
             *callbacks,
         ],
     )
@@ -861,7 +882,10 @@ def stopping(trainer: TweetlmTrainer, config: TrainConfig, patience: int | None,
         case "max_steps":
             message = f"stopped at max_steps={config.max_steps}, {at}; {kept}"
         case "time_limit":
-            message = f"stopped at the time limit ({_number(config.max_minutes or 0.0)} min), {at}; {kept}"
+            message = (
+                f"reached its time budget ({_number(config.max_minutes or 0.0)} min, the learning-rate schedule "
+                f"fitted to it) at {at}; {kept}"
+            )
         case _:
             message = f"stopped by a callback (a sweep's pruner) at {at}; {kept}"
     if why_off:

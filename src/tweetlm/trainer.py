@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import EvalLoopOutput
 
 from tweetlm import distributed
@@ -44,6 +45,35 @@ class TrainData:
         return collate(batch, self.pad_id)
 
 
+@dataclass
+class Pace:
+    """Where a run is in its learning-rate schedule: the larger of its share of the planned steps and,
+    under a time budget, its share of the time the budget leaves for training. The rate follows this
+    progress (warmup, then constant, linear or cosine decay), so a run the budget cuts short still
+    finishes its schedule, decayed to zero, by the deadline instead of stopping at a high rate.
+
+    `Control` measures the time share after each step (the same on every process) and ends the
+    training when it reaches 1."""
+
+    shape: str  # constant | linear | cosine
+    warmup: float  # fraction of the progress
+    planned_steps: int = 1
+    time_progress: float = 0.0
+
+    def progress(self, step: int) -> float:
+        return min(1.0, max(step / max(self.planned_steps, 1), self.time_progress))
+
+    def factor(self, step: int) -> float:
+        """The learning rate at optimizer step `step`, as a fraction of the peak."""
+        p = self.progress(step)
+        if p < self.warmup:
+            return p / self.warmup
+        q = (p - self.warmup) / (1 - self.warmup)
+        if self.shape == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * q))
+        return 1 - q if self.shape == "linear" else 1.0
+
+
 class TweetlmTrainer(Trainer):
     """The Trainer with tweetlm's batches: training batches from `EpochBatches`, validation batches of
     posts sorted by length (less padding, the same loss).
@@ -53,15 +83,48 @@ class TweetlmTrainer(Trainer):
     computes it (the mean of the batches' losses).
 
     With `chunked_loss` the loss is computed from the final hidden states a chunk of tokens at a time
-    (`tweetlm.loss`), where the model can be called in parts: one process, not compiled."""
+    (`tweetlm.loss`), where the model can be called in parts: one process, not compiled.
+
+    The learning rate follows `pace` (steps, or the time budget, whichever is further along).
+
+    A checkpoint taken at an evaluation holds the model only (the best is reloaded at the end): the
+    optimizer state (masters and moments, 1.6 GB for SmolLM2-135M) is written only when the run stops to
+    be resumed (`stop` set: Ctrl-C, a cancel). A run killed outright resumes from its last evaluation's
+    weights with a fresh optimizer."""
 
     def __init__(
-        self, *args: Any, data: TrainData, chunked_loss: bool = False, micro_batch_tokens: int = 0, **kwargs: Any
+        self,
+        *args: Any,
+        data: TrainData,
+        pace: Pace,
+        stop: threading.Event | None = None,
+        chunked_loss: bool = False,
+        micro_batch_tokens: int = 0,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.data = data
+        self.pace = pace
+        self.stop = stop or threading.Event()
         self.chunked_loss = chunked_loss
         self.micro_batch_tokens = micro_batch_tokens
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        self.args.save_only_model = not self.stop.is_set()
+        super()._save_checkpoint(model, trial)
+
+    def create_scheduler(
+        self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
+    ) -> torch.optim.lr_scheduler.LRScheduler:
+        if self.lr_scheduler is None:
+            pace = self.pace
+            pace.planned_steps = num_training_steps
+
+            def factor(step: int) -> float:  # a plain function: LambdaLR's state_dict skips it
+                return pace.factor(step)
+
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, factor)
+        return self.lr_scheduler
 
     def training_step(
         self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None
@@ -173,50 +236,83 @@ def hidden_state_loss(
     return causal_lm_loss(hidden, causal.get_output_embeddings(), inputs["labels"], num_items, chunk)
 
 
-class Control(TrainerCallback):  # type: ignore[misc]
-    """Progress events (start, step, eval, log), the evaluations within an epoch, the time limit, the stop
-    flag (Ctrl-C, a cancel button) and early stopping.
+class Control(TrainerCallback, ExportableState):  # type: ignore[misc]
+    """Progress events (start, step, eval, log), the evaluations within an epoch, the time budget, the
+    stop flag (Ctrl-C, a cancel button) and early stopping.
 
     The Trainer evaluates (and saves a checkpoint) at the end of each epoch; this adds evaluations with
-    checkpoints within it, `evals_per_epoch` an epoch in all. Setting `stop` or the time limit makes the
-    Trainer end the epoch early, which evaluates and saves a checkpoint (once: not again at a step just
-    evaluated). With a `patience`, training stops once that many evaluations in a row have not bettered
-    the best validation loss; it reads the Trainer's log, which a resumed run restores, so it counts the
-    evaluations before an interruption. `stopped_by` says which ended the run ("early_stop",
-    "time_limit"), if one did."""
+    checkpoints within it, `evals_per_epoch` an epoch in all. Setting `stop` or reaching the time budget
+    makes the Trainer end the epoch early, which evaluates and saves a checkpoint (once: not again at a
+    step just evaluated). With a `patience`, training stops once that many evaluations in a row have not
+    bettered the best validation loss; it reads the Trainer's log, which a resumed run restores, so it
+    counts the evaluations before an interruption. `stopped_by` says which ended the run ("early_stop",
+    "time_limit"), if one did.
+
+    A time budget (`deadline`, on `time.monotonic()`'s clock) is for everything up to the saved run:
+    training ends early enough to leave the time that a final evaluation (with its checkpoint) and the
+    saving took before, measured on the evaluations so far. `pace` then gets the share of the training
+    time used after each step; a resumed run continues from the share its checkpoint recorded."""
+
+    SAVE_SECONDS = 15.0  # reloading the best checkpoint and writing the run folder (of a short budget: 10%)
 
     def __init__(
         self,
         emit: EventHandler,
         stop: threading.Event,
         data: TrainData,
-        max_minutes: float | None,
+        pace: Pace,
+        deadline: float | None = None,
         patience: int | None = None,
         evals_per_epoch: int = 1,
     ) -> None:
         self.emit = emit
         self.stop = stop
         self.data = data
-        self.max_minutes = max_minutes
+        self.pace = pace
+        self.deadline = deadline
         self.patience = patience
         self.evals_per_epoch = evals_per_epoch
         self.stopped_by: str | None = None
         self.evaluated_at: int | None = None  # the step of the latest evaluation
         self.t0 = time.monotonic()
         self.step0 = 0
+        self.progress0 = 0.0  # the time share a resumed run had used
+        self.eval_started: float | None = None
+        self.eval_seconds = 0.0  # the longest evaluation so far, with its checkpoint and sample predictions
+        self.save_seconds = self.SAVE_SECONDS
+
+    def state(self) -> dict[str, Any]:
+        return {"args": {}, "attributes": {"time_progress": self.pace.time_progress}}
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.step0 = state.global_step
         self.t0 = time.monotonic()  # a resume's checkpoint loading is no part of the pace
+        saved = (state.stateful_callbacks or {}).get(type(self).__name__)
+        if isinstance(saved, dict):
+            self.progress0 = self.pace.time_progress = float(saved.get("attributes", {}).get("time_progress", 0.0))
+        self.eval_started = self.t0 if args.eval_on_start else None
+        if self.deadline is not None:
+            self.save_seconds = min(self.SAVE_SECONDS, 0.1 * max(0.0, self.deadline - self.t0))
         self.emit(Started(state.max_steps, state.global_step, self.data.steps_per_epoch, self.data.tokens_per_epoch))
 
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.eval_started is not None:  # an evaluation (and its checkpoint) ran since the last step
+            now = time.monotonic()
+            self.eval_seconds = max(self.eval_seconds, now - self.eval_started)
+            self.eval_started = None
+            if state.global_step == self.step0:  # the base model's evaluation is no part of the training
+                self.t0 = now
+
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        elapsed = time.monotonic() - self.t0
+        now = time.monotonic()
+        elapsed = now - self.t0
         done = state.global_step - self.step0
-        left = (state.max_steps - state.global_step) * elapsed / max(done, 1)
-        timed_out = self.max_minutes is not None and elapsed > self.max_minutes * 60
-        # Every process stops at the same step: a stop (Ctrl-C) or time-out on one is one on all.
-        stopped, timed_out = distributed.any_rank(self.stop.is_set(), timed_out)
+        share = self.time_share(now)
+        # Every process takes the same decisions: a stop (Ctrl-C) on one is one on all, the largest share
+        # of the time budget counts.
+        stopping, share = distributed.max_over_ranks(float(self.stop.is_set()), share)
+        self.pace.time_progress = share
+        stopped, timed_out = stopping > 0, share >= 1.0
         if stopped:
             self.stop.set()
         if timed_out and not stopped:
@@ -226,6 +322,11 @@ class Control(TrainerCallback):  # type: ignore[misc]
         if self.evaluates_within_epoch(state.global_step):
             control.should_evaluate = True
             control.should_save = args.save_strategy != "no"
+        if control.should_evaluate or control.should_training_stop:
+            self.eval_started = now
+        left = (state.max_steps - state.global_step) * elapsed / max(done, 1)
+        if self.deadline is not None:
+            left = min(left, max(0.0, self.deadline - now))
         tokens = self.data.tokens_per_epoch * done / self.data.steps_per_epoch
         self.emit(
             Step(
@@ -239,6 +340,16 @@ class Control(TrainerCallback):  # type: ignore[misc]
             )
         )
 
+    def time_share(self, now: float) -> float:
+        """The share of the budget's training time used (0 without a budget): training ends where the
+        final evaluation and the saving still fit before the deadline."""
+        if self.deadline is None:
+            return 0.0
+        end = self.deadline - self.eval_seconds - self.save_seconds
+        if end <= self.t0:
+            return 1.0
+        return self.progress0 + (1 - self.progress0) * (now - self.t0) / (end - self.t0)
+
     def evaluates_within_epoch(self, step: int) -> bool:
         """Whether the training evaluates after optimizer step `step` (counted over all epochs) before its
         epoch's end: at the first step at or past each 1/evals_per_epoch of the epoch."""
@@ -251,6 +362,8 @@ class Control(TrainerCallback):  # type: ignore[misc]
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if self.evaluated_at == state.global_step:  # stopped right after an evaluation within the epoch
             control.should_evaluate = control.should_save = False
+        elif self.eval_started is None:  # the epoch's own evaluation follows
+            self.eval_started = time.monotonic()
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float], **kw: Any) -> None:
         loss = metrics["eval_loss"]

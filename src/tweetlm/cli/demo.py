@@ -66,7 +66,9 @@ def run_demo(minutes: float, output: Path | None, display: Any) -> Path:
 
 @app.command("demo", rich_help_panel=TRAIN_PANEL)
 def demo_cmd(
-    minutes: float = typer.Option(3.0, "--minutes", help="Training time budget."),
+    minutes: float = typer.Option(
+        3.0, "--minutes", help="Time budget of the fine-tuning, model load to saved run (its schedule fits it)."
+    ),
     output: Path | None = typer.Option(None, "--output", "-o", help="Run folder."),
 ) -> None:
     """The whole job on the embedded defaults, in about five minutes on a laptop CPU.
@@ -81,4 +83,6 @@ def demo_cmd(
 
       tweetlm demo --minutes 1 -o demo-run
     """
+    if not minutes > 0:
+        raise InputError(f"--minutes {minutes:g}: must be > 0")
     run_demo(minutes=minutes, output=output, display=TrainDisplay())

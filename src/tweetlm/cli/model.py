@@ -110,11 +110,11 @@ def train_cmd(
         None, "--output", "-o", help="Run folder (default: TWEETLM_HOME/runs/<accounts>-<time>)."
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue the latest interrupted run of these accounts."),
-    fast: bool = typer.Option(
-        False,
-        "--fast",
-        help="1 epoch at lr 3e-4 instead of 4 at 1.372e-4: a quarter of the time for nearly the same validation "
-        "loss (docs/performance.md); --epochs and --lr given here still win.",
+    recipe: str = typer.Option(
+        "tweetlm",
+        "--recipe",
+        help="tweetlm (the default: up to 2 epochs at lr 3e-4 in a 4.5-minute budget, early stopping) or "
+        "huggingtweets (4 epochs at lr 1.372e-4, no budget, no early stopping); options given here still win.",
     ),
     params_from: str | None = typer.Option(
         None, "--params-from", help="Use a sweep study's best settings (options given here still win)."
@@ -131,17 +131,19 @@ def train_cmd(
 ) -> None:
     """Fine-tune a base model on the curated posts of one or more accounts.
 
-    Defaults are HuggingTweets' sweep result (4 epochs, lr 1.372e-4, cosine, no warmup). The run folder
-    holds the model (loadable by transformers.pipeline), a model card and run.json. Ctrl-C saves a
-    checkpoint; --resume continues it.
+    The default recipe was chosen for a CPU on seven real accounts (docs/performance.md): up to 2 epochs
+    at lr 3e-4 (cosine), evaluated every half epoch, stopping early when the validation loss stops
+    improving, in a 4.5-minute budget to which the learning-rate schedule is fitted (--max-minutes 0:
+    none). --recipe huggingtweets is HuggingTweets' GPU recipe. The run folder holds the model (loadable
+    by transformers.pipeline), a model card and run.json. Ctrl-C saves a checkpoint; --resume continues it.
 
     Examples:
 
       tweetlm train BarackObama
 
-      tweetlm train BarackObama --fast
+      tweetlm train BarackObama --recipe huggingtweets
 
-      tweetlm train BarackObama --max-minutes 5
+      tweetlm train BarackObama --max-minutes 10
 
       tweetlm train alice bob --base-model gpt2 --epochs 2
 
@@ -151,7 +153,7 @@ def train_cmd(
 
       torchrun --standalone --nproc_per_node 2 $(which tweetlm) train BarackObama   # 2 processes (README)
     """
-    from tweetlm.train import FAST, train
+    from tweetlm.train import RECIPES, train
 
     if as_base:
         from tweetlm.errors import InputError
@@ -164,9 +166,12 @@ def train_cmd(
             raise InputError(f"a base named {as_base!r} already exists ({output}): choose another name")
 
     options = dict(options or {})
-    if fast:
-        given = given_options(ctx, FAST)
-        options |= {name: value for name, value in FAST.items() if name not in given}
+    if recipe not in RECIPES:
+        from tweetlm.errors import InputError
+
+        raise InputError(f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
+    given = given_options(ctx, RECIPES[recipe])
+    options |= {name: value for name, value in RECIPES[recipe].items() if name not in given}
     config = TrainConfig(accounts=tuple(a.lstrip("@") for a in accounts), **options)
     if params_from:
         from tweetlm.cli.sweep import apply_study_params

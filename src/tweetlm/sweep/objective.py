@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from tweetlm import paths
-from tweetlm.errors import one_line
+from tweetlm.errors import TrainingError, one_line
 from tweetlm.events import EventHandler, TrainingAccount, TrialEnded, TrialStarted
 from tweetlm.store import Store
 from tweetlm.sweep.report import trial_row
@@ -105,18 +105,27 @@ class TrialRunner:
 
         config = dataclasses.replace(self.base, accounts=(account,), **params)
         pruning = pruning_callback(trial, index * self.max_evaluations, self.max_evaluations, list(done.values()))
-        if self.config.keep_models:
-            output = paths.home() / "sweeps" / safe_name(trial.study.study_name) / f"trial-{trial.number:04d}-{account}"
-            output.parent.mkdir(parents=True, exist_ok=True)
-            result = train(config, store=self.store, output=output, callbacks=[pruning], stop=self.stop)
-            trial.set_user_attr(f"run_dir_{account}", str(result.run_dir))
-            metrics = result.metrics
-        else:
-            metrics = train_trial(config, store=self.store, callbacks=[pruning], stop=self.stop)
+        try:
+            if self.config.keep_models:
+                folder = f"trial-{trial.number:04d}-{account}"
+                output = paths.home() / "sweeps" / safe_name(trial.study.study_name) / folder
+                output.parent.mkdir(parents=True, exist_ok=True)
+                result = train(config, store=self.store, output=output, callbacks=[pruning], stop=self.stop)
+                trial.set_user_attr(f"run_dir_{account}", str(result.run_dir))
+                metrics = result.metrics
+            else:
+                metrics = train_trial(config, store=self.store, callbacks=[pruning], stop=self.stop)
+        except TrainingInterrupted:
+            raise
+        except TrainingError as exc:  # a NaN loss, out of memory: the trial fails, naming the account
+            raise TrainingError(f"{account}: {exc}") from exc
         if pruning.pruned:  # type: ignore[attr-defined]
             raise optuna.TrialPruned(f"pruned while training {account}")
         trained = [h["eval_loss"] for h in metrics.evaluations(trained_only=True)]
-        return float(min(trained) if trained else metrics.eval_loss_after)
+        best = min((loss for loss in trained if not math.isnan(loss)), default=metrics.eval_loss_after)
+        if math.isnan(best):
+            raise TrainingError(f"{account}: the validation loss is NaN at every evaluation: lower the learning rate")
+        return float(best)
 
     def finished(self, study: optuna.Study, trial: FrozenTrial) -> None:
         from optuna.trial import TrialState
@@ -153,7 +162,9 @@ def pruning_callback(trial: optuna.Trial, step0: int, max_evaluations: int, done
             if state.global_step == 0:  # the base model, before training: the same for every trial
                 return
             loss = metrics["eval_loss"]
-            self.best = min(self.best, loss) if not math.isnan(loss) else math.nan
+            if math.isnan(loss):  # no score for the pruner: the trial fails at the end, saying why
+                return
+            self.best = min(self.best, loss)
             losses = [*done, self.best]
             trial.report(
                 statistics.fmean(losses) + statistics.pstdev(losses), step0 + min(self.evals, max_evaluations - 1)

@@ -15,7 +15,9 @@ if TYPE_CHECKING:
     import optuna
 
 # Settings a space file may search or fix; the rest are the sweep's own (accounts, base model) or bookkeeping.
-NOT_SEARCHABLE = frozenset({"accounts", "base_model", "report_to", "keep_checkpoints", "max_minutes"})
+# (`max_minutes`, each training's time budget, is a setting like the others: fix it in a space file to
+# compare recipes at equal wall time.)
+NOT_SEARCHABLE = frozenset({"accounts", "base_model", "report_to", "keep_checkpoints"})
 
 TRAIN_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
@@ -51,11 +53,13 @@ class Dimension:
 
 def _default_dimensions() -> tuple[Dimension, ...]:
     dims = [
-        Dimension("epochs", 1, 10, integer=True),
+        Dimension("epochs", 1, 4, integer=True),
         Dimension("scheduler", choices=("constant", "linear", "cosine")),
         Dimension("warmup", choices=(0.0, 0.1, 0.2)),
-        Dimension("learning_rate", 1e-6, 2.5e-3, log=True),
-        Dimension("grad_accum", choices=(1, 4, 8)),
+        Dimension("learning_rate", 1e-5, 2e-3, log=True),
+        Dimension("batch_size", choices=(8, 16, 32)),
+        Dimension("grad_accum", choices=(1, 4)),
+        Dimension("early_stop_patience", choices=(1, 2, 4)),
         # Train everything, or freeze the embeddings and the lower blocks (limited to the model's depth).
         Dimension("freeze_layers", choices=(0, 8, 16, 24)),
     ]
