@@ -77,3 +77,14 @@ def test_a_run_cut_short_by_its_budget_still_decays_its_learning_rate(tiny_model
     # By steps alone the rate would still be above 90% of its peak; by the budget it has come down near 0.
     assert rates[-1] < 0.35 * config.learning_rate and 1 - info.metrics.steps / planned > 0.9
     assert all(a >= b for a, b in zip(rates, rates[1:], strict=False)) and not any(map(math.isnan, rates))
+
+
+def test_the_heap_threshold_is_set_unless_the_environment_sets_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import platform
+
+    from tweetlm.trainer import keep_heap_small
+
+    glibc = platform.libc_ver()[0] == "glibc"
+    assert keep_heap_small() is glibc
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    assert keep_heap_small() is False

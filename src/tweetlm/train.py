@@ -195,7 +195,7 @@ class TrainConfig:
         2, "Evaluations without a better validation loss before stopping early.", "--patience"
     )
     micro_batch_tokens: int = option(
-        1024,
+        512,
         "Split a batch holding more padded tokens than this into parts whose gradients add up to the same "
         "step (bounds memory on accounts of long posts); 0: never split.",
         "--micro-batch-tokens",
@@ -391,7 +391,10 @@ def _train(
     hooks: Hooks,
     given_splits: dict[str, Split] | None = None,
 ) -> tuple[Metrics, Path | None]:
+    from tweetlm.trainer import keep_heap_small
+
     started = time.monotonic()
+    keep_heap_small()
     splits = given_splits or {account: split_posts(ds.texts, config.seed) for account, ds in datasets.items()}
     with distributed.main_first():  # the main process dequantizes the embedded model; the others wait
         base = resolve_base_model(config.base_model)
