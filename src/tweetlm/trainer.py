@@ -10,6 +10,7 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,22 +24,24 @@ from tweetlm.dataset import EpochBatches, PostDataset, collate, pack
 from tweetlm.events import Evaluated, EventHandler, Logged, Started, Step
 from tweetlm.loss import CHUNK_TOKENS, causal_lm_loss
 
-
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 
-def keep_heap_small(threshold: int = 1 << 20) -> bool:
+def keep_heap_small(threshold: int = 1 << 20) -> Callable[[], None]:
     """Serve allocations of `threshold` bytes and more from their own memory maps, given back to the system
-    when freed. glibc raises its threshold as large blocks are freed (up to 32 MB), after which training's
-    activations and gradients, of ever-changing sizes, come from a heap that fragments and keeps what was
-    freed (docs/performance.md: 3.78 GB resident after 12 steps on long posts, 3.09 GB with 1 MB here, no
-    slower). A MALLOC_MMAP_THRESHOLD_ in the environment wins. True where it applied (Linux, glibc)."""
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return False
+    when freed; returns a function that gives back the heap's free pages (`malloc_trim`), for `Control` to
+    call after each step. glibc raises its threshold as large blocks are freed (up to 32 MB), after which
+    training's activations and gradients, of ever-changing sizes, come from a heap that fragments and keeps
+    what was freed (docs/performance.md has what each costs). A MALLOC_MMAP_THRESHOLD_ in the environment
+    wins. Off Linux/glibc both do nothing."""
     try:
-        return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, threshold))
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
     except (OSError, AttributeError):  # not glibc
-        return False
+        return lambda: None
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        libc.mallopt(M_MMAP_THRESHOLD, threshold)
+    return lambda: libc.malloc_trim(0) and None
 
 
 @dataclass
@@ -283,8 +286,10 @@ class Control(TrainerCallback, ExportableState):  # type: ignore[misc]
         deadline: float | None = None,
         patience: int | None = None,
         evals_per_epoch: int = 1,
+        trim: Callable[[], None] = lambda: None,
     ) -> None:
         self.emit = emit
+        self.trim = trim  # gives the heap's free pages back after each step
         self.stop = stop
         self.data = data
         self.pace = pace
@@ -323,6 +328,7 @@ class Control(TrainerCallback, ExportableState):  # type: ignore[misc]
                 self.t0 = now
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.trim()
         now = time.monotonic()
         elapsed = now - self.t0
         done = state.global_step - self.step0
