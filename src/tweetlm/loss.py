@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 
 IGNORE = -100  # the label of a token that is no target (padding), as transformers uses it
-# Rows of logits at a time. At 384 each buffer of a chunk (38 MB in bf16, 75 MB in fp32 for a 49,152-token
-# vocabulary) is above glibc's largest mmap threshold (32 MB), so it returns to the system once freed
-# instead of fragmenting the heap: 128 rows raised the peak RSS of a training step by 120 MB, 384 did not
-# (benchmarks/loss_chunks.py); both were as fast as the plain loss.
-CHUNK_TOKENS = 384
+# Rows of logits at a time. With glibc's default rule, buffers under 32 MB stayed in a fragmenting heap and
+# 128 rows cost 120 MB more than 384 (benchmarks/loss_chunks.py); with the 1 MB mmap threshold training sets
+# (trainer.keep_heap_small) every chunk buffer is returned once freed, and 128 rows (25 MB fp32 logits)
+# lowered a 30-step run's peak RSS from 3.75 to 3.55 GB at the same speed (docs/performance.md).
+CHUNK_TOKENS = 128
 
 
 def causal_lm_loss(
