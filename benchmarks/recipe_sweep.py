@@ -8,7 +8,7 @@ settings squeezed into the same budget by the fitted schedule), then lets Optuna
 real `tweetlm sweep` and `tweetlm sweep-report` commands; the study (SQLite), its space file and the
 report (plots, trials.csv) land in --output (docs/sweep/ for the one docs/performance.md quotes).
 
-  python benchmarks/recipe_sweep.py --budget 4.5 --trials 2         # the sweep in docs/performance.md
+  python benchmarks/recipe_sweep.py --budget 4.5 --queue tweetlm,lr-2e-4 --trials 2   # in docs/performance.md
   python benchmarks/recipe_sweep.py --budget 4.5 --trials 40        # and on, with Optuna choosing
   python benchmarks/recipe_sweep.py --accounts Jack_L_Lance,mkommar --output /tmp/sweep
 
@@ -18,7 +18,6 @@ The accounts' posts are people's posts: the study records only settings and loss
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import subprocess
@@ -69,6 +68,7 @@ def main() -> None:
     parser.add_argument("--accounts", default="", help="a subset of the seven, comma-separated")
     parser.add_argument("--home", type=Path, help="TWEETLM_HOME holding the accounts (default: a new one)")
     parser.add_argument("--output", type=Path, default=Path("docs/sweep"))
+    parser.add_argument("--queue", default=",".join(ENQUEUED), help="recipes to queue first (names in ENQUEUED)")
     args = parser.parse_args()
 
     home = args.home or Path(tempfile.mkdtemp(prefix="tweetlm-sweep-"))
@@ -98,7 +98,7 @@ def main() -> None:
     run_sweep(SweepConfig(base, study=STUDY, storage=storage, space=SearchSpace.from_file(space_file)), stop=claim)
     study = load_study(STUDY, storage)
     queued = [t.params for t in study.get_trials(deepcopy=False)]
-    for params in ENQUEUED.values():
+    for params in (ENQUEUED[name] for name in args.queue.split(",") if name):
         if not any(all(p.get(k) == v for k, v in params.items()) for p in queued):
             study.enqueue_trial(params)
 
@@ -111,12 +111,11 @@ def main() -> None:
 
 def table(study: Any, accounts: list[str]) -> str:
     """Each finished trial: its recipe, each account's best validation loss, mean + std, minutes."""
-    names = {json.dumps(p, sort_keys=True): n for n, p in ENQUEUED.items()}
     head = ["trial", "recipe", *accounts, "mean + std", "minutes, all accounts"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: (t.value is None, t.value or 0.0)):
         losses = trial.user_attrs.get("losses", {})
-        name = names.get(json.dumps(trial.params, sort_keys=True), "")
+        name = next((n for n, p in ENQUEUED.items() if all(trial.params.get(k) == v for k, v in p.items())), "")
         recipe = f"`{name}`: " if name else ""
         recipe += ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
         state = f"{trial.value:.3f}" if trial.value is not None else trial.state.name.lower()
