@@ -128,7 +128,7 @@ def test_sweep_report_and_params_from_on_the_default_sqlite_storage(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     two_accounts()
-    space = space_file(tmp_path)
+    space = space_file(tmp_path, SPACE_TOML + "batch_size = [16]\n")  # 4 steps an epoch: one evaluation in 2
     common = ["--base-model", str(tiny_model), "--max-steps", "2", "--max-length", "64", "--precision", "fp32"]
     code, out, err = cli(capsys, monkeypatch, "sweep", "alice", "bob", "--trials", "2", "--space", str(space), *common)
     assert code == 0, err
@@ -278,7 +278,7 @@ def test_pruning_callback_reports_the_running_objective_per_evaluation_and_stops
     add_account("alice", sample_posts(60))
     study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=0.0))  # prunes at the first report
     trial = study.ask()
-    callback = pruning_callback(trial, step0=20, max_evaluations=20, done=[4.0])
+    callback = pruning_callback(trial, step0=8, max_evaluations=8, done=[4.0])
     config = TrainConfig(
         accounts=("alice",), base_model=str(tiny_model), epochs=3, max_length=64, precision="fp32", report_to="none"
     )
@@ -288,11 +288,11 @@ def test_pruning_callback_reports_the_running_objective_per_evaluation_and_stops
     assert metrics.epochs_completed == first["epoch"] < 1  # stopped at the first evaluation, within epoch 1
     assert metrics.stopping is not None and metrics.stopping.reason == "callback"
     frozen = study.trials[0]
-    assert list(frozen.intermediate_values) == [20]  # account 1 of a 10-epoch space (2 evaluations an epoch)
-    assert frozen.intermediate_values[20] == pytest.approx(
+    assert list(frozen.intermediate_values) == [8]  # account 1 of a 4-epoch space (2 evaluations an epoch)
+    assert frozen.intermediate_values[8] == pytest.approx(
         statistics.fmean([4.0, first["eval_loss"]]) + statistics.pstdev([4.0, first["eval_loss"]])
     )
-    assert SearchSpace().max_evaluations(config) == 20
+    assert SearchSpace().max_evaluations(config) == 8
 
 
 # ---- bad input ----------------------------------------------------------------------------------

@@ -117,7 +117,7 @@ class TrainConfig:
         label="base model",
     )
     epochs: float = option(2.0, "Passes over the training posts (at most).", "--epochs", label="epochs")
-    learning_rate: float = option(3e-4, "Peak learning rate.", "--learning-rate", "--lr", label="learning rate")
+    learning_rate: float = option(2e-4, "Peak learning rate.", "--learning-rate", "--lr", label="learning rate")
     scheduler: str = option("cosine", "constant, linear or cosine.", "--scheduler")
     warmup: float = option(0.0, "Warmup as a fraction of the steps.", "--warmup")
     grad_accum: int = option(1, "Gradient accumulation steps.", "--grad-accum")
