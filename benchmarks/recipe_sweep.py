@@ -28,8 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from curation_table import import_all  # noqa: E402
-from recipes import machine  # noqa: E402
+from recipes import curated_accounts, machine  # noqa: E402
 
 STUDY = "cpu-recipes"
 SPACE = """\
@@ -73,19 +72,10 @@ def main() -> None:
     args = parser.parse_args()
 
     home = args.home or Path(tempfile.mkdtemp(prefix="tweetlm-sweep-"))
-    os.environ["TWEETLM_HOME"] = str(home)
-    from tweetlm.curate import CurateConfig, curate_account
-    from tweetlm.store import Store
+    accounts = curated_accounts(home, args.accounts)
     from tweetlm.sweep import SearchSpace, SweepConfig, load_study, run_sweep
     from tweetlm.train import TrainConfig
 
-    with Store() as store:
-        accounts = [a.account for a in store.accounts()] or import_all(store)
-        for account in accounts:
-            if store.dataset(account, with_posts=False) is None:
-                curate_account(store, account, CurateConfig())
-    if args.accounts:
-        accounts = [a for a in args.accounts.split(",") if a in accounts]
     args.output.mkdir(parents=True, exist_ok=True)
     space_file = args.output / "space.toml"
     space_file.write_text(SPACE.format(budget=args.budget))

@@ -64,6 +64,21 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} CPUs, torch {torch.__version__}, Python {platform.python_version()}"
 
 
+def curated_accounts(home: Path, chosen: str = "") -> list[str]:
+    """The seven accounts in the store at `home` (now TWEETLM_HOME), imported and curated if they are not
+    yet; `chosen` (comma-separated) picks some, in its order."""
+    os.environ["TWEETLM_HOME"] = str(home)
+    from tweetlm.curate import CurateConfig, curate_account
+    from tweetlm.store import Store
+
+    with Store() as store:
+        accounts = [a.account for a in store.accounts()] or import_all(store)
+        for account in accounts:
+            if store.dataset(account, with_posts=False) is None:
+                curate_account(store, account, CurateConfig())
+    return [a for a in chosen.split(",") if a in accounts] if chosen else accounts
+
+
 def run_one(account: str, flags: str, home: Path, output: Path) -> dict[str, Any]:
     """One whole `tweetlm train` command: its wall time, peak RSS and what its run.json says."""
     tweetlm = Path(sys.executable).with_name("tweetlm")
@@ -132,17 +147,7 @@ def main() -> None:
     recipes = {name: RECIPES[name] for name in args.recipes.split(",") if name}
     recipes |= dict(r.split("=", 1) for r in args.recipe)
     home = args.home or Path(tempfile.mkdtemp(prefix="tweetlm-recipes-"))
-    os.environ["TWEETLM_HOME"] = str(home)
-    from tweetlm.curate import CurateConfig, curate_account
-    from tweetlm.store import Store
-
-    with Store() as store:
-        accounts = [a.account for a in store.accounts()] or import_all(store)
-        for account in accounts:
-            if store.dataset(account, with_posts=False) is None:
-                curate_account(store, account, CurateConfig())
-    if args.accounts:  # in the order given
-        accounts = [a for a in args.accounts.split(",") if a in accounts]
+    accounts = curated_accounts(home, args.accounts)
     print(f"Machine: {machine()}; load average at the start {os.getloadavg()[0]:.2f}", flush=True)
     results: dict[str, list[dict[str, Any]]] = {}
     for account in accounts:  # each account's recipes side by side, so a stopped run still compares them
