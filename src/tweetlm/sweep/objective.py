@@ -122,10 +122,8 @@ class TrialRunner:
         if pruning.pruned:  # type: ignore[attr-defined]
             raise optuna.TrialPruned(f"pruned while training {account}")
         trained = [h["eval_loss"] for h in metrics.evaluations(trained_only=True)]
-        best = min((loss for loss in trained if not math.isnan(loss)), default=metrics.eval_loss_after)
-        if math.isnan(best):
-            raise TrainingError(f"{account}: the validation loss is NaN at every evaluation: lower the learning rate")
-        return float(best)
+        # (A NaN final evaluation has already failed the training, in `train.measure`, with the reason.)
+        return float(min((loss for loss in trained if not math.isnan(loss)), default=metrics.eval_loss_after))
 
     def finished(self, study: optuna.Study, trial: FrozenTrial) -> None:
         from optuna.trial import TrialState
