@@ -265,6 +265,24 @@ def test_c_tf_idf_labels_a_cluster_by_its_distinctive_words() -> None:
     assert words[0] == ["cats", "purr"] and words[1] == ["bark", "dogs"]
 
 
+def test_topic_words_leave_out_the_stop_words_of_the_posts_language() -> None:
+    from tweetlm.maps import c_tf_idf
+
+    texts = [
+        "el mapa de la ciudad que hicimos con los datos abiertos",
+        "que bonito el mapa de la ciudad en la web",
+        "los datos de la ciudad en el mapa que publicamos",
+        "el partido de fútbol que vimos en el bar con los amigos",
+        "que partido el de ayer, los amigos en el bar",
+        "el fútbol de los domingos en el bar que nos gusta",
+    ]
+    labels = [0, 0, 0, 1, 1, 1]
+    plain = c_tf_idf(texts, labels, n_words=4, ignore=["a"])
+    assert {"el", "que", "la", "los", "de"} & {w for words in plain.values() for w in words}
+    words = c_tf_idf(texts, labels, n_words=3)
+    assert set(words[0]) == {"mapa", "ciudad", "datos"} and set(words[1]) <= {"bar", "partido", "fútbol", "amigos"}
+
+
 def test_topics_are_deterministic_under_a_seed(embedder: Embedder) -> None:
     from tweetlm.maps import topics
 

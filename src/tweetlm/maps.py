@@ -64,8 +64,29 @@ def topic_count(n_posts: int) -> int:
     return max(2, min(10, round(math.sqrt(n_posts / 15))))
 
 
-def c_tf_idf(texts: Sequence[str], labels: Sequence[int], n_words: int = 6) -> dict[int, list[str]]:
-    """The `n_words` most distinctive words of each label's posts (class-based TF-IDF)."""
+def stop_words(texts: Sequence[str]) -> list[str]:
+    """English stop words, and those of every language that at least a tenth of `texts` is written in
+    (py3langid per post; lists of the `stop-words` package, 33 languages): without them "que, el, la"
+    label every topic of a Spanish account."""
+    from collections import Counter
+
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+    from stop_words import LANGUAGE_MAPPING, get_stop_words
+
+    from tweetlm.langid import detect
+
+    found = Counter(detect(t) for t in texts)
+    languages = sorted({lang for lang, n in found.items() if lang in LANGUAGE_MAPPING and n >= len(texts) / 10})
+    words = set(ENGLISH_STOP_WORDS).union(*(get_stop_words(lang) for lang in languages))
+    token = re.compile(WORD_PATTERN)
+    return sorted(w.lower() for w in words if token.fullmatch(w.lower()))  # as the vectorizer splits words
+
+
+def c_tf_idf(
+    texts: Sequence[str], labels: Sequence[int], n_words: int = 6, ignore: Sequence[str] | None = None
+) -> dict[int, list[str]]:
+    """The `n_words` most distinctive words of each label's posts (class-based TF-IDF), leaving out
+    `ignore` (default: the `stop_words` of the posts' languages)."""
     import numpy as np
     from sklearn.feature_extraction.text import CountVectorizer
 
@@ -73,7 +94,8 @@ def c_tf_idf(texts: Sequence[str], labels: Sequence[int], n_words: int = 6) -> d
     documents = [
         " ".join(URL_RE.sub(" ", t) for t, lab in zip(texts, labels, strict=True) if lab == c) for c in classes
     ]
-    vectorizer = CountVectorizer(stop_words="english", token_pattern=WORD_PATTERN, lowercase=True)
+    ignore = stop_words(texts) if ignore is None else ignore
+    vectorizer = CountVectorizer(stop_words=list(ignore) or None, token_pattern=WORD_PATTERN, lowercase=True)
     try:
         counts = vectorizer.fit_transform(documents).toarray().astype(float)
     except ValueError:  # no words at all (every post a link or a stop word)
