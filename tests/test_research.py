@@ -310,6 +310,28 @@ def test_map_command_writes_tables_plots_and_a_page(embedder: Embedder, tmp_path
     assert len(saved["topics"][0]["topics"]) == 3 and saved["style"]["accounts"] == ["gardener", "obama"]
 
 
+def test_map_places_the_posts_of_the_runs_given_with_run(tiny_model: Path, embedder: Embedder, tmp_path: Path) -> None:
+    from tweetlm.cli import app
+    from tweetlm.runs import RunFolder
+    from tweetlm.train import train
+
+    add_account("obama", sample_posts(120))
+    add_account("gardener", [f"planted {n} tomatoes and basil in the garden today #growyourown" for n in range(40)])
+    older, newer = (train(tiny_config(tiny_model, epochs=1, max_steps=1)).run_dir for _ in range(2))
+    RunFolder(older).write_evaluation({"generated": {"fine_tuned": ["older post one", "older post two"]}})
+    RunFolder(newer).write_evaluation({"generated": {"fine_tuned": ["the newer post"]}})
+
+    def placed(*args: str) -> int:
+        out = CliRunner().invoke(app, ["map", "obama", "-k", "3", "-o", str(tmp_path), *args], terminal_width=200)
+        assert out.exit_code == 0, out.output
+        return sum(json.loads((tmp_path / "map.json").read_text())["style"]["nearest"]["obama"].values())
+
+    assert placed() == 1  # the latest evaluated run
+    assert placed("--run", older.name) == 2
+    both = CliRunner().invoke(app, ["map", "--run", older.name, "--run", str(newer)])
+    assert both.exit_code != 0 and "two runs of @obama" in str(both.exception)
+
+
 def test_style_map_places_generated_posts_near_their_person(embedder: Embedder) -> None:
     from tweetlm.maps import style_map
 

@@ -152,6 +152,9 @@ def map_cmd(
     topics: int = typer.Option(0, "--topics", "-k", help="Topics per account (0: about sqrt(posts / 15))."),
     seed: int = typer.Option(0, "--seed", help="Seed of the clustering and the projection."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Folder of map.html, the PNGs and map.json."),
+    runs: list[str] = typer.Option(
+        [], "--run", "-r", help="Place this evaluated run's posts (repeatable; default: each account's latest)."
+    ),
 ) -> None:
     """Map topics within each account (clusters of post embeddings, labelled by c-TF-IDF) and the
     accounts by style, with the posts `tweetlm eval` generated for each placed on the same map.
@@ -161,6 +164,8 @@ def map_cmd(
       tweetlm map BarackObama
 
       tweetlm map BarackObama elonmusk --topics 6 --seed 1 -o maps/
+
+      tweetlm map --run BarackObama-20261205-025315 --run elonmusk-20261205-031331
     """
     from tweetlm import paths
     from tweetlm.curate import account_texts
@@ -177,7 +182,7 @@ def map_cmd(
     topics_of = named or sorted(real)
     with console.status("embedding posts and clustering"):
         topic_maps, style, notes = account_maps(
-            real, generated_by_account(sorted(real)), Embedder(), topics_of, topics or None, seed
+            real, generated_by_account(sorted(real), runs), Embedder(), topics_of, topics or None, seed
         )
     folder = output or paths.home() / "maps"
     folder.mkdir(parents=True, exist_ok=True)
