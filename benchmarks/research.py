@@ -389,8 +389,9 @@ def study_postbase(s: Study, accounts: list[str], held_out: int) -> list[dict[st
             train(s.config(others, max_minutes=s.scale.base_minutes), output=base)
         for start in ("smollm2", name):
             config = s.config((held,)) if start == "smollm2" else s.config((held,), base_model=name)
-            rows.append(s.train_and_eval(config) | {"account": held, "start": start})
-    bar_plot(s.out / "postbase.png", rows, "account", "start", ["loss_before", "loss", "voice"])
+            kind = "plain" if start == "smollm2" else "post-style (the other accounts)"
+            rows.append(s.train_and_eval(config) | {"account": held, "start": start, "base": kind})
+    bar_plot(s.out / "postbase.png", rows, "account", "base", ["loss_before", "loss", "voice"])
     return rows
 
 

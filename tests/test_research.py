@@ -345,6 +345,24 @@ def test_style_map_places_generated_posts_near_their_person(embedder: Embedder) 
     assert len(style.generated["obama"]) == 10 and set(style.centroids) == {"gardener", "obama"}
 
 
+def test_the_style_map_of_three_accounts_is_the_plane_that_tells_them_apart(embedder: Embedder) -> None:
+    from tweetlm.maps import style_map
+
+    real = {
+        "obama": sample_posts(80),
+        "gardener": [f"planted {n} tomatoes and basil in the garden today #growyourown" for n in range(40)],
+        "coder": [f"fixed bug {n} in the parser and pushed it to main, the tests are green" for n in range(40)],
+    }
+    style = style_map(real, {}, embedder)
+    assert style.projection == "LDA"
+    own = [
+        min(style.centroids, key=lambda b: (x - style.centroids[b][0]) ** 2 + (y - style.centroids[b][1]) ** 2) == a
+        for a, points in style.real.items()
+        for x, y in points
+    ]
+    assert sum(own) / len(own) > 0.9
+
+
 def test_the_report_includes_both_maps(tiny_model: Path, embedder: Embedder) -> None:
     from tweetlm.report import build_report
     from tweetlm.train import train

@@ -6,8 +6,9 @@ among each other.
   c-TF-IDF (BERTopic's class-based TF-IDF: a word's frequency in the cluster times log(1 + average words
   per cluster / the word's frequency over all clusters)).
 - A style map: every post as its embedding joined to eight standardised surface features (length, words,
-  mentions, hashtags, links, emoji, capitals, punctuation), projected to 2D by PCA fitted on the real
-  posts; each account's centroid, and generated posts projected onto the same plane. A generated post
+  mentions, hashtags, links, emoji, capitals, punctuation), projected to 2D fitted on the real posts (by
+  LDA, the plane that best tells the accounts apart, from three accounts on; by PCA for two); each
+  account's centroid, and generated posts projected onto the same plane. A generated post
   "lands near its person" when its nearest centroid (in the full space) is its own account's.
 
 Same posts, seed and embedder give the same clusters, labels and map.
@@ -163,9 +164,15 @@ class StyleMap:
     generated: dict[str, list[tuple[float, float]]]
     lands_near: dict[str, float]  # share of each account's generated posts whose nearest centroid is its own
     nearest: dict[str, dict[str, int]]  # generated posts of each account by their nearest account
+    projection: str = "PCA"  # how the plane was found: LDA (3 or more accounts) or PCA
 
     def to_dict(self) -> dict[str, Any]:
-        return {"accounts": self.accounts, "lands_near": self.lands_near, "nearest": self.nearest}
+        return {
+            "accounts": self.accounts,
+            "lands_near": self.lands_near,
+            "nearest": self.nearest,
+            "projection": self.projection,
+        }
 
 
 def style_map(
@@ -174,6 +181,7 @@ def style_map(
     """The accounts' real posts (at most MAX_POSTS each, seeded) and generated posts on one plane."""
     import numpy as np
     from sklearn.decomposition import PCA
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
     if len(real) < 2:
         raise InputError("the style map needs at least two accounts with posts")
@@ -187,13 +195,20 @@ def style_map(
     mean, std = features[:n_real].mean(axis=0), features[:n_real].std(axis=0) + 1e-9
     # The features weigh as much as the embedding together: each unit vector's squared norm is 1.
     style = np.hstack([embed(texts), (features - mean) / std / math.sqrt(features.shape[1])])
-    pca = PCA(n_components=2, random_state=seed).fit(style[:n_real])
-    plane = pca.transform(style)
     spans: dict[str, tuple[int, int]] = {}
     at = 0
     for a in accounts:
         spans[a] = (at, at + len(chosen[a]))
         at += len(chosen[a])
+    if len(accounts) >= 3:  # the plane that best tells the real accounts apart (2 of its n - 1 axes)
+        owner = [a for a in accounts for _ in chosen[a]]
+        projection = "LDA"
+        fitted: Any = LinearDiscriminantAnalysis(n_components=2, solver="eigen", shrinkage="auto")
+        fitted.fit(style[:n_real], owner)
+    else:  # one discriminant axis only: the plane of most variance
+        projection = "PCA"
+        fitted = PCA(n_components=2, random_state=seed).fit(style[:n_real])
+    plane = fitted.transform(style)
     centre = {a: style[slice(*spans[a])].mean(axis=0) for a in accounts}
     lands: dict[str, float] = {}
     nearest: dict[str, dict[str, int]] = {}
@@ -208,11 +223,12 @@ def style_map(
         generated_points[a] = [(float(x), float(y)) for x, y in points]
     return StyleMap(
         accounts,
-        {a: tuple(float(v) for v in pca.transform(centre[a][None])[0]) for a in accounts},  # type: ignore[misc]
+        {a: tuple(float(v) for v in fitted.transform(centre[a][None])[0]) for a in accounts},  # type: ignore[misc]
         {a: [(float(x), float(y)) for x, y in plane[slice(*spans[a])]] for a in accounts},
         generated_points,
         lands,
         nearest,
+        projection,
     )
 
 
@@ -251,7 +267,7 @@ def plot_style(style: StyleMap) -> bytes:
             axes.scatter(*zip(*style.generated[a], strict=True), s=28, marker="x", color=colours[i])
         axes.scatter(*style.centroids[a], s=160, marker="o", edgecolor="black", color=colours[i])
         axes.annotate(f"@{a}", style.centroids[a], fontsize=9, weight="bold", xytext=(6, 6), textcoords="offset points")
-    axes.set_title("Accounts by style: real posts (dots), centroids, generated posts (x)")
+    axes.set_title(f"Accounts by style ({style.projection}): real posts (dots), centroids, generated posts (x)")
     axes.set_xticks([])
     axes.set_yticks([])
     return png(fig)
