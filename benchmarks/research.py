@@ -472,7 +472,12 @@ def main() -> None:
         metavar="[ACCOUNT=]PATH",
         help="Use these posts instead (repeatable; ACCOUNT= where the file does not say whose posts they are).",
     )
-    parser.add_argument("--workdir", type=Path, default=Path("research-runs"))
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("research-runs"),
+        help="Home, run cache and tables of the studies (shared by all of them; default research-runs).",
+    )
     args = parser.parse_args()
     scale = QUICK if args.quick else STUDY
     changes = {"accounts": args.accounts, "minutes": args.minutes, "base_minutes": args.base_minutes, "n": args.n}
