@@ -284,14 +284,13 @@ def _voice_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in rows:
         models = r["evaluation"]["models"]
         voice = r["evaluation"].get("voice") or {}
-        for model, attributed in (
-            ("fine-tuned", voice.get("generated_attributed")),
-            ("few-shot K=5", (voice.get("also_attributed") or {}).get("few_shot")),
-            ("base", voice.get("base_attributed")),
-            ("real (held out)", voice.get("account_heldout_attributed")),
+        for model, key, attributed in (
+            ("fine-tuned", "fine_tuned", voice.get("generated_attributed")),
+            ("few-shot K=5", "few_shot", (voice.get("also_attributed") or {}).get("few_shot")),
+            ("base", "base", voice.get("base_attributed")),
+            ("real (held out)", None, voice.get("account_heldout_attributed")),
         ):
-            key = {"fine-tuned": "fine_tuned", "few-shot K=5": "few_shot", "base": "base"}.get(model)
-            part = (models.get(key) or {}) if key else {}
+            part = models.get(key) or {}
             out.append(
                 {
                     "account": r["account"],

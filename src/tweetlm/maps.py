@@ -329,10 +329,9 @@ def write_maps_page(path: Path, topic_maps: Sequence[TopicMap], style: StyleMap 
     return paths.atomic_write(path, page)
 
 
-def generated_by_account(accounts: Sequence[str], runs: Sequence[str] = ()) -> dict[str, list[str]]:
-    """The fine-tuned posts `tweetlm eval` generated for each account: from the given `runs` (folders,
-    names or accounts, each evaluated and trained on one account), else from the account's latest
-    evaluated run trained on it alone (none where there is no such run)."""
+def run_posts(runs: Sequence[str]) -> dict[str, list[str]]:
+    """The fine-tuned posts `tweetlm eval` generated in each of `runs` (folders, names or accounts), by
+    account; InputError for a run of several accounts, one not evaluated, or two runs of one account."""
     from tweetlm.runs import RunFolder
 
     out: dict[str, list[str]] = {}
@@ -343,11 +342,22 @@ def generated_by_account(accounts: Sequence[str], runs: Sequence[str] = ()) -> d
             raise InputError(f"run {folder.name} was trained on {len(info.accounts)} accounts: give one-account runs")
         if not (result and result.get("generated", {}).get("fine_tuned")):
             raise InputError(f"run {folder.name} has no generated posts: run `tweetlm eval {folder.name}` first")
-        if info.accounts[0] not in accounts:
-            raise InputError(f"run {folder.name} is of @{info.accounts[0]}, whose posts are not in the store")
         if info.accounts[0] in out:
             raise InputError(f"two runs of @{info.accounts[0]} given: give one run per account")
         out[info.accounts[0]] = list(result["generated"]["fine_tuned"])
+    return out
+
+
+def generated_by_account(accounts: Sequence[str], given: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
+    """The fine-tuned posts `tweetlm eval` generated for each account: `given` (`run_posts`) where it has
+    the account, else from the account's latest evaluated run trained on it alone (none where there is
+    no such run)."""
+    from tweetlm.runs import RunFolder
+
+    out = dict(given or {})
+    for account in out:
+        if account not in accounts:
+            raise InputError(f"posts of @{account} given, whose real posts are not in the store: import them")
     for folder, info in RunFolder.all():  # newest first
         if len(info.accounts) != 1 or info.accounts[0] not in accounts or info.accounts[0] in out:
             continue

@@ -170,10 +170,19 @@ def map_cmd(
     from tweetlm import paths
     from tweetlm.curate import account_texts
     from tweetlm.evaluate import Embedder
-    from tweetlm.maps import account_maps, generated_by_account, plot_style, plot_topics, topic_rows, write_maps_page
+    from tweetlm.maps import (
+        account_maps,
+        generated_by_account,
+        plot_style,
+        plot_topics,
+        run_posts,
+        topic_rows,
+        write_maps_page,
+    )
     from tweetlm.report import write_png
     from tweetlm.store import Store
 
+    given = run_posts(runs)  # before the store is opened: a bad --run leaves TWEETLM_HOME as it was
     with Store() as store:
         named = [store.resolve_account(a) for a in accounts] if accounts else []
         everyone = sorted({s.account for s in store.accounts()})
@@ -182,7 +191,7 @@ def map_cmd(
     topics_of = named or sorted(real)
     with console.status("embedding posts and clustering"):
         topic_maps, style, notes = account_maps(
-            real, generated_by_account(sorted(real), runs), Embedder(), topics_of, topics or None, seed
+            real, generated_by_account(sorted(real), given), Embedder(), topics_of, topics or None, seed
         )
     folder = output or paths.home() / "maps"
     folder.mkdir(parents=True, exist_ok=True)
