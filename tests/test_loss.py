@@ -81,8 +81,9 @@ def test_a_run_trains_the_same_with_and_without_the_chunked_loss(tiny_model: Pat
 
 def test_split_rows_bounds_the_padded_tokens_of_each_part() -> None:
     batch = {"input_ids": torch.zeros(5, 40, dtype=torch.long), "labels": torch.zeros(5, 40), "scale": torch.ones(1)}
-    parts = split_rows(batch, 100)  # 2 rows of 40 tokens a part
+    parts = split_rows(batch, 100)  # at most 2 rows of 40 tokens a part
     assert [p["input_ids"].shape[0] for p in parts] == [2, 2, 1]
+    assert [p["input_ids"].shape[0] for p in split_rows({"input_ids": torch.zeros(16, 24)}, 256)] == [8, 8]
     assert all(p["scale"] is batch["scale"] for p in parts)  # not a row per input row: shared
     assert torch.equal(torch.cat([p["labels"] for p in parts]), batch["labels"])
     assert split_rows(batch, 200) == [batch] and split_rows(batch, 0) == [batch]

@@ -195,7 +195,7 @@ class TrainConfig:
         2, "Evaluations without a better validation loss before stopping early.", "--patience"
     )
     micro_batch_tokens: int = option(
-        512,
+        256,
         "Split a batch holding more padded tokens than this into parts whose gradients add up to the same "
         "step (bounds memory on accounts of long posts); 0: never split.",
         "--micro-batch-tokens",

@@ -219,13 +219,15 @@ class TweetlmTrainer(Trainer):
 
 
 def split_rows(inputs: dict[str, Any], max_tokens: int) -> list[dict[str, Any]]:
-    """`inputs` cut into consecutive groups of rows of at most `max_tokens` padded tokens each (at least
-    one row a group); every tensor with a row per input row is cut, anything else is shared."""
+    """`inputs` cut into the fewest consecutive groups of rows of at most `max_tokens` padded tokens each
+    (at least one row a group), as even as they go (16 rows that fit 10 at a time: 8 + 8, not 10 + 6);
+    every tensor with a row per input row is cut, anything else is shared."""
     ids = inputs.get("input_ids")
     if not max_tokens or not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.numel() <= max_tokens:
         return [inputs]
     rows, width = ids.shape
-    per_part = max(1, max_tokens // width)
+    fits = max(1, max_tokens // width)
+    per_part = math.ceil(rows / math.ceil(rows / fits))
     parts = []
     for start in range(0, rows, per_part):
         part = {}
