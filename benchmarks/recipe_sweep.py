@@ -9,6 +9,7 @@ real `tweetlm sweep` and `tweetlm sweep-report` commands; the study (SQLite), it
 report (plots, trials.csv) land in --output (docs/sweep/ for the one docs/performance.md quotes).
 
   python benchmarks/recipe_sweep.py --budget 4.5 --queue lr-3e-4,tweetlm --trials 2   # in docs/performance.md
+  python benchmarks/recipe_sweep.py --budget 4.5 --queue freeze-8,batch-32,lora-16 --trials 5   # 3 more
   python benchmarks/recipe_sweep.py --budget 4.5 --trials 40        # and on, with Optuna choosing
   python benchmarks/recipe_sweep.py --accounts Jack_L_Lance,mkommar --output /tmp/sweep
 
@@ -46,10 +47,15 @@ lora_rank = [0, 16]
 """
 COMMON = {"warmup": 0.0, "batch_size": 16, "early_stop_patience": 2, "freeze_layers": 0, "lora_rank": 0}
 # Queued first, in this order: the first candidate (lr 3e-4), the default (the sweep's winner, lr 2e-4),
-# HuggingTweets' settings.
+# then the default with one setting changed (the lower 8 layers frozen; batches of 32 posts at the rate
+# scaled by sqrt(2); LoRA rank 16 at its default lr, 1e-3), HuggingTweets' settings.
+TWEETLM = {"epochs": 2, "learning_rate": 2e-4, "scheduler": "cosine", **COMMON}
 ENQUEUED = {
-    "lr-3e-4": {"epochs": 2, "learning_rate": 3e-4, "scheduler": "cosine", **COMMON},
-    "tweetlm": {"epochs": 2, "learning_rate": 2e-4, "scheduler": "cosine", **COMMON},
+    "lr-3e-4": {**TWEETLM, "learning_rate": 3e-4},
+    "tweetlm": TWEETLM,
+    "freeze-8": {**TWEETLM, "freeze_layers": 8},
+    "batch-32": {**TWEETLM, "batch_size": 32, "learning_rate": 2.8e-4},
+    "lora-16": {**TWEETLM, "lora_rank": 16},
     "huggingtweets": {"epochs": 4, "learning_rate": 1.372e-4, "scheduler": "cosine", **COMMON},
 }
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from pathlib import Path
 
 import pytest
-from transformers import TrainerState
+from transformers import TrainerControl, TrainerState
 
 from tests.conftest import add_account, sample_posts, tiny_config
 from tweetlm.runs import RunFolder
@@ -42,6 +43,29 @@ def test_the_time_share_leaves_room_for_the_final_evaluation_and_saving() -> Non
     control.eval_seconds = 200.0  # no time left at all: training ends after its first step
     assert control.time_share(1.0) == 1.0
     assert Control(lambda e: None, threading.Event(), None, Pace("cosine", 0.0)).time_share(1e9) == 0.0  # type: ignore[arg-type]
+
+
+def test_no_evaluation_within_the_epoch_just_before_the_budget_ends() -> None:
+    class Data:
+        steps_per_epoch, tokens_per_epoch = 100, 1000
+
+    class Args:
+        save_strategy = "epoch"
+
+    def evaluates(seconds_left: float | None) -> bool:
+        """Whether half an epoch's 50 steps, 1 s each, end in an evaluation `seconds_left` before the deadline."""
+        now = time.monotonic()
+        deadline = None if seconds_left is None else now + seconds_left
+        control = Control(lambda e: None, threading.Event(), Data(), Pace("cosine", 0.0), deadline, evals_per_epoch=2)  # type: ignore[arg-type]
+        control.t0, control.eval_seconds, control.save_seconds = now - 50.0, 20.0, 15.0
+        flags = TrainerControl()
+        control.on_step_end(Args(), TrainerState(global_step=50, max_steps=400), flags)
+        return flags.should_evaluate and flags.should_save and not flags.should_training_stop
+
+    # An interval of 50 s. Training ends 20 + 15 s before the deadline; an evaluation now leaves
+    # seconds_left - 35 - 20 s of training after it, which must be a quarter of an interval (12.5 s).
+    assert evaluates(1000.0) and evaluates(75.0) and evaluates(None)
+    assert not evaluates(60.0) and not evaluates(40.0)
 
 
 def test_a_resumed_run_restores_its_time_share_from_the_checkpoint() -> None:

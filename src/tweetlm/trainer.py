@@ -265,7 +265,8 @@ class Control(TrainerCallback, ExportableState):  # type: ignore[misc]
     stop flag (Ctrl-C, a cancel button) and early stopping.
 
     The Trainer evaluates (and saves a checkpoint) at the end of each epoch; this adds evaluations with
-    checkpoints within it, `evals_per_epoch` an epoch in all. Setting `stop` or reaching the time budget
+    checkpoints within it, `evals_per_epoch` an epoch in all (less one that the budget's final evaluation
+    would follow within a quarter of an interval). Setting `stop` or reaching the time budget
     makes the Trainer end the epoch early, which evaluates and saves a checkpoint (once: not again at a
     step just evaluated). With a `patience`, training stops once that many evaluations in a row have not
     bettered the best validation loss; it reads the Trainer's log, which a resumed run restores, so it
@@ -346,7 +347,7 @@ class Control(TrainerCallback, ExportableState):  # type: ignore[misc]
             self.stopped_by = "time_limit"
         if timed_out or stopped:
             control.should_training_stop = True
-        if self.evaluates_within_epoch(state.global_step):
+        if self.evaluates_within_epoch(state.global_step) and not self.budget_ends_soon(now, elapsed / max(done, 1)):
             control.should_evaluate = True
             control.should_save = args.save_strategy != "no"
         if control.should_evaluate or control.should_training_stop:
@@ -376,6 +377,16 @@ class Control(TrainerCallback, ExportableState):  # type: ignore[misc]
         if end <= self.t0:
             return 1.0
         return self.progress0 + (1 - self.progress0) * (now - self.t0) / (end - self.t0)
+
+    def budget_ends_soon(self, now: float, step_seconds: float) -> bool:
+        """Whether the time budget ends training within a quarter of an evaluation interval after an
+        evaluation started now: the final evaluation follows so soon that this one would only take its
+        time from training (the lowest learning rates, where the loss is still falling)."""
+        if self.deadline is None:
+            return False
+        end = self.deadline - self.eval_seconds - self.save_seconds
+        interval = step_seconds * self.data.steps_per_epoch / self.evals_per_epoch
+        return end - now - self.eval_seconds < interval / 4
 
     def evaluates_within_epoch(self, step: int) -> bool:
         """Whether the training evaluates after optimizer step `step` (counted over all epochs) before its
