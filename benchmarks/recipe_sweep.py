@@ -55,7 +55,7 @@ ENQUEUED = {
     "tweetlm": TWEETLM,
     "freeze-8": {**TWEETLM, "freeze_layers": 8},
     "batch-32": {**TWEETLM, "batch_size": 32, "learning_rate": 2.8e-4},
-    "lora-16": {**TWEETLM, "lora_rank": 16},
+    "lora-16": {**TWEETLM, "lora_rank": 16, "lora_learning_rate": 1e-3},
     "huggingtweets": {"epochs": 4, "learning_rate": 1.372e-4, "scheduler": "cosine", **COMMON},
 }
 
@@ -94,7 +94,8 @@ def main() -> None:
     base = TrainConfig(accounts=tuple(accounts), report_to="none")
     run_sweep(SweepConfig(base, study=STUDY, storage=storage, space=SearchSpace.from_file(space_file)), stop=claim)
     study = load_study(STUDY, storage)
-    queued = [t.params for t in study.get_trials(deepcopy=False)]
+    # A waiting (queued, not yet started) trial has its settings as fixed_params, not yet as params.
+    queued = [t.params or t.system_attrs.get("fixed_params", {}) for t in study.get_trials(deepcopy=False)]
     for params in (ENQUEUED[name] for name in args.queue.split(",") if name):
         if not any(all(p.get(k) == v for k, v in params.items()) for p in queued):
             study.enqueue_trial(params)

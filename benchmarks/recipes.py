@@ -19,6 +19,7 @@ read unless --keep-runs.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -52,7 +53,10 @@ RECIPES = {
 }
 
 
+@functools.cache
 def machine() -> str:
+    """The CPU, torch, Python, and the bf16 matmul peak measured now: a time-budgeted recipe gets as many
+    steps as the machine steps, and machines of one model differed 2x from day to day."""
     model = platform.processor() or platform.machine()
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
@@ -60,8 +64,13 @@ def machine() -> str:
     except (OSError, AttributeError):
         pass
     import torch
+    from train_speed import matmul_peak
 
-    return f"{model}, {os.cpu_count()} CPUs, torch {torch.__version__}, Python {platform.python_version()}"
+    peak = matmul_peak("bfloat16")
+    return (
+        f"{model}, {os.cpu_count()} CPUs, torch {torch.__version__}, Python {platform.python_version()}, "
+        f"bf16 matmul peak {peak:.0f} GFLOP/s"
+    )
 
 
 def curated_accounts(home: Path, chosen: str = "") -> list[str]:
