@@ -404,3 +404,22 @@ def test_the_cli_loads_no_sweep_machinery_until_a_sweep_command_runs() -> None:
     code = "import sys, tweetlm.cli; print(sorted({'optuna', 'sklearn', 'matplotlib', 'plotly'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_importance_plot_has_one_title(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import matplotlib.pyplot as plt
+
+    from tweetlm.sweep.report import _write_plots
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: t.suggest_float("lr", 1e-5, 1e-3, log=True) + t.suggest_int("epochs", 1, 4), n_trials=8)
+    titles: list[list[str]] = []
+    close = plt.close
+
+    def record(figure: plt.Figure) -> None:
+        titles.append([ax.get_title(a) for ax in figure.axes for a in ("left", "center", "right") if ax.get_title(a)])
+        close(figure)
+
+    monkeypatch.setattr(plt, "close", record)
+    _write_plots(study, tmp_path, ["lr", "epochs"])
+    assert titles[-1] == ["Hyperparameter importance (random forest: mean decrease in impurity)"]  # not optuna's too

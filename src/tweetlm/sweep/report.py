@@ -196,7 +196,8 @@ def _write_plots(study: optuna.Study, out: Path, params: list[str], with_importa
     ]  # fmt: skip
     for stem, mpl_plot, plotly_plot, kwargs, title in plots if with_importance else plots[:1]:
         axes = mpl_plot(study, params=params, **kwargs)
-        if title:
+        if title:  # in place of optuna's own, which it puts on the left
+            axes.set_title("", loc="left")
             axes.set_title(title)
         figure = axes.figure
         figure.set_size_inches(11, 6)
