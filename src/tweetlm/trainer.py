@@ -373,7 +373,7 @@ class Control(TrainerCallback, ExportableState):  # type: ignore[misc]
         final evaluation and the saving still fit before the deadline."""
         if self.deadline is None:
             return 0.0
-        end = self.deadline - self.eval_seconds - self.save_seconds
+        end = self.training_end(self.deadline)
         if end <= self.t0:
             return 1.0
         return self.progress0 + (1 - self.progress0) * (now - self.t0) / (end - self.t0)
@@ -384,9 +384,12 @@ class Control(TrainerCallback, ExportableState):  # type: ignore[misc]
         time from training (the lowest learning rates, where the loss is still falling)."""
         if self.deadline is None:
             return False
-        end = self.deadline - self.eval_seconds - self.save_seconds
         interval = step_seconds * self.data.steps_per_epoch / self.evals_per_epoch
-        return end - now - self.eval_seconds < interval / 4
+        return self.training_end(self.deadline) - now - self.eval_seconds < interval / 4
+
+    def training_end(self, deadline: float) -> float:
+        """When training ends for the final evaluation and the saving to fit before `deadline`."""
+        return deadline - self.eval_seconds - self.save_seconds
 
     def evaluates_within_epoch(self, step: int) -> bool:
         """Whether the training evaluates after optimizer step `step` (counted over all epochs) before its
