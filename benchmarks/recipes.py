@@ -22,7 +22,6 @@ import argparse
 import functools
 import json
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -55,22 +54,12 @@ RECIPES = {
 
 @functools.cache
 def machine() -> str:
-    """The CPU, torch, Python, and the bf16 matmul peak measured now: a time-budgeted recipe gets as many
-    steps as the machine steps, and machines of one model differed 2x from day to day."""
-    model = platform.processor() or platform.machine()
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-        model = re.search(r"model name\s*:\s*(.+)", cpuinfo).group(1).strip()  # type: ignore[union-attr]
-    except (OSError, AttributeError):
-        pass
-    import torch
+    """train_speed's machine line and the bf16 matmul peak measured now: a time-budgeted recipe gets as
+    many steps as the machine steps, and machines of one model differed 2x from day to day."""
+    from train_speed import machine as described
     from train_speed import matmul_peak
 
-    peak = matmul_peak("bfloat16")
-    return (
-        f"{model}, {os.cpu_count()} CPUs, torch {torch.__version__}, Python {platform.python_version()}, "
-        f"bf16 matmul peak {peak:.0f} GFLOP/s"
-    )
+    return f"{described()}; bf16 matmul peak {matmul_peak('bfloat16'):.0f} GFLOP/s"
 
 
 def curated_accounts(home: Path, chosen: str = "") -> list[str]:
