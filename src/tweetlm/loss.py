@@ -22,7 +22,7 @@ import torch.nn.functional as F
 IGNORE = -100  # the label of a token that is no target (padding), as transformers uses it
 # Rows of logits at a time. With glibc's default rule, buffers under 32 MB stayed in a fragmenting heap and
 # 128 rows cost 120 MB more than 384 (benchmarks/loss_chunks.py); with the 1 MB mmap threshold training sets
-# (trainer.keep_heap_small) every chunk buffer is returned once freed, and 128 rows (25 MB fp32 logits)
+# (trainer.training_heap) every chunk buffer is returned once freed, and 128 rows (25 MB fp32 logits)
 # lowered a 30-step run's peak RSS from 3.75 to 3.55 GB at the same speed (docs/performance.md).
 CHUNK_TOKENS = 128
 

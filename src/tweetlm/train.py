@@ -23,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -74,7 +74,7 @@ from tweetlm.tracking import parse_report_to, prediction_callback, tracker_args
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, TrainingArguments
 
-    from tweetlm.trainer import TrainData, TweetlmTrainer
+    from tweetlm.trainer import Heap, TrainData, TweetlmTrainer
 
 log = logging.getLogger("tweetlm")
 
@@ -391,10 +391,9 @@ def _train(
     hooks: Hooks,
     given_splits: dict[str, Split] | None = None,
 ) -> tuple[Metrics, Path | None]:
-    from tweetlm.trainer import keep_heap_small
+    from tweetlm.trainer import training_heap
 
     started = time.monotonic()
-    trim = keep_heap_small()
     splits = given_splits or {account: split_posts(ds.texts, config.seed) for account, ds in datasets.items()}
     with distributed.main_first():  # the main process dequantizes the embedded model; the others wait
         base = resolve_base_model(config.base_model)
@@ -417,8 +416,9 @@ def _train(
     predictions = [prediction_callback(config.to_dict(), datasets, splits, dest.work)] if keeps_samples else []
     deadline = started + config.max_minutes * 60 if config.max_minutes else None
     callbacks = [*predictions, *hooks.callbacks]
-    trainer = make_trainer(model, tokenizer, args, data, config, hooks, callbacks, patience, deadline, trim)
-    fit(trainer, dest, hooks, config.accounts)
+    with training_heap() as heap:
+        trainer = make_trainer(model, tokenizer, args, data, config, hooks, callbacks, patience, deadline, heap)
+        fit(trainer, dest, hooks, config.accounts)
     distributed.barrier()  # every process has reloaded the best evaluation before the folder moves
     metrics = measure(trainer, data, dest, time.monotonic() - started)
     metrics.stopping = stopping(trainer, config, patience, why_off)
@@ -763,7 +763,7 @@ def make_trainer(
     callbacks: list[TrainerCallback],
     patience: int | None = None,
     deadline: float | None = None,
-    trim: Callable[[], None] = lambda: None,
+    heap: Heap | None = None,
 ) -> TweetlmTrainer:
     """The Trainer, with MasterAdamW, the learning rate following `Pace` (steps or the time budget ending
     at `deadline`), tweetlm's progress callback (early stopping after `patience` evaluations without a
@@ -789,7 +789,7 @@ def make_trainer(
         data_collator=data.collate_eval,
         optimizer_cls_and_kwargs=(MasterAdamW, {**optimizer, "fused": True}),
         callbacks=[
-            Control(hooks.emit, hooks.stop, data, pace, deadline, patience, config.evals_per_epoch, trim),
+            Control(hooks.emit, hooks.stop, data, pace, deadline, patience, config.evals_per_epoch, heap),
             *callbacks,
         ],
     )

@@ -5,12 +5,13 @@ Ctrl-C or at its time limit. Imported only when training (it imports torch and t
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,24 +25,73 @@ from tweetlm.dataset import EpochBatches, PostDataset, collate, pack
 from tweetlm.events import Evaluated, EventHandler, Logged, Started, Step
 from tweetlm.loss import CHUNK_TOKENS, causal_lm_loss
 
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+GLIBC_START = 128 * 1024  # both thresholds' values when a process starts
 
 
-def keep_heap_small(threshold: int = 1 << 20) -> Callable[[], None]:
-    """Serve allocations of `threshold` bytes and more from their own memory maps, given back to the system
-    when freed; returns a function that gives back the heap's free pages (`malloc_trim`), for `Control` to
-    call after each step. glibc raises its threshold as large blocks are freed (up to 32 MB), after which
+class Heap:
+    """glibc's heap while training: free pages are kept from one step to the next, up to `pool` bytes.
+
+    A step's blocks under the mmap threshold (activations of micro-batches, attention weights' gradients)
+    come from the heap. Giving its free pages back after every step (`malloc_trim`, as tweetlm did until
+    2026-12-05) made the kernel page them in again at the next one; kept, the next step reuses them. They
+    fragment as batch shapes change, so what the heap keeps grows over a run: once the resident memory is
+    more than `pool` bytes above where the last trim left it, the free pages go back (docs/performance.md
+    has what each costs)."""
+
+    POOL = 256 << 20
+
+    def __init__(self, libc: Any = None, pool: int = POOL) -> None:
+        self.libc = libc
+        self.pool = pool
+        self.steady: int | None = None  # resident bytes after the last trim
+        self.trims = 0
+
+    def trim(self) -> None:
+        if self.libc is not None:
+            self.libc.malloc_trim(0)
+            self.steady = resident_bytes()
+            self.trims += 1
+
+    def after_step(self) -> None:
+        if self.libc is not None and (self.steady is None or resident_bytes() - self.steady > self.pool):
+            self.trim()
+
+
+def resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@contextlib.contextmanager
+def training_heap(threshold: int = 1 << 20) -> Iterator[Heap]:
+    """glibc's allocator for training: blocks of `threshold` bytes and more get maps of their own, given back
+    to the system when freed (glibc raises its threshold as large blocks are freed, up to 32 MB, after which
     training's activations and gradients, of ever-changing sizes, come from a heap that fragments and keeps
-    what was freed (docs/performance.md has what each costs). A MALLOC_MMAP_THRESHOLD_ in the environment
-    wins. Off Linux/glibc both do nothing."""
+    what was freed: 0.7 GB on a long run); the heap is trimmed only when `Heap` says so, not by `free`.
+    On leaving, both thresholds return to glibc's starting values and the heap is trimmed. A
+    MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_ in the environment wins. Off glibc nothing changes."""
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     except (OSError, AttributeError):  # not glibc
-        return lambda: None
-    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-        libc.mallopt(M_MMAP_THRESHOLD, threshold)
-    return lambda: libc.malloc_trim(0) and None
+        yield Heap()
+        return
+    settings = {
+        "MALLOC_MMAP_THRESHOLD_": (M_MMAP_THRESHOLD, threshold),
+        "MALLOC_TRIM_THRESHOLD_": (M_TRIM_THRESHOLD, 1 << 30),  # never, but when `Heap` trims
+    }
+    ours = [setting for variable, setting in settings.items() if variable not in os.environ]
+    for param, value in ours:
+        libc.mallopt(param, value)
+    heap = Heap(libc)
+    try:
+        yield heap
+    finally:
+        for param, _ in ours:
+            libc.mallopt(param, GLIBC_START)
+        heap.trim()
 
 
 @dataclass
@@ -289,10 +339,10 @@ class Control(TrainerCallback, ExportableState):  # type: ignore[misc]
         deadline: float | None = None,
         patience: int | None = None,
         evals_per_epoch: int = 1,
-        trim: Callable[[], None] = lambda: None,
+        heap: Heap | None = None,
     ) -> None:
         self.emit = emit
-        self.trim = trim  # gives the heap's free pages back after each step
+        self.heap = heap or Heap()
         self.stop = stop
         self.data = data
         self.pace = pace
@@ -331,7 +381,7 @@ class Control(TrainerCallback, ExportableState):  # type: ignore[misc]
                 self.t0 = now
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        self.trim()
+        self.heap.after_step()
         now = time.monotonic()
         elapsed = now - self.t0
         done = state.global_step - self.step0
