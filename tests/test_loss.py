@@ -4,6 +4,7 @@ with and without it."""
 
 from __future__ import annotations
 
+import resource
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,10 @@ import torch
 from tests.conftest import add_account, sample_posts, tiny_config
 from tweetlm import trainer
 from tweetlm.dataset import collate, encode_posts, pack
+from tweetlm.loss import BUFFERS, causal_lm_loss
 from tweetlm.models import load_model, load_tokenizer
 from tweetlm.train import prepare_model, train
-from tweetlm.trainer import direct_model, hidden_state_loss, split_rows
+from tweetlm.trainer import direct_model, hidden_state_loss, split_rows, training_heap
 
 
 def relative(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -64,6 +66,35 @@ def test_without_grad_the_chunked_loss_is_the_evaluation_loss(tiny_model: Path) 
         plain = model(**inputs).loss
         chunked = hidden_state_loss(direct_model(model, model), inputs, num_items=7, chunk=32)
     assert relative(chunked * 7 / (inputs["labels"][:, 1:] != -100).sum(), plain) < 1e-5
+
+
+def test_the_loss_writes_into_kept_buffers_instead_of_new_memory() -> None:
+    """Every call used to allocate its chunks' logits and the head's fp32 gradient afresh: with glibc giving
+    blocks of 1 MB and more their own maps (as in training), that was 32,500 page faults a call here."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(64, 16384, bias=False).to(torch.bfloat16)  # a chunk's fp32 logits: 8 MB
+    hidden = torch.randn(2, 200, 64, dtype=torch.bfloat16, requires_grad=True)
+    labels = torch.randint(0, 16384, (2, 200))
+
+    def grads(rows: int) -> list[torch.Tensor]:
+        head.zero_grad(set_to_none=True)
+        hidden.grad = None
+        causal_lm_loss(hidden[:, :rows], head, labels[:, :rows]).backward()
+        return [hidden.grad.clone(), head.weight.grad.clone()]
+
+    with training_heap():
+        grads(200)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        reused = grads(200), grads(30)  # all chunks; one chunk of fewer rows than the buffer holds
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+        assert set(BUFFERS.tensors) == {"logits", "low", "logp", "grad_w_t"}
+    assert not BUFFERS.tensors  # released after training
+    assert faults < 2 * 2000  # the bf16 gradients handed back (0.5k pages a call) and small tensors
+    whole = grads(200)  # with new buffers
+    BUFFERS.release()
+    fresh = whole, grads(30)  # with buffers of 30 rows: nothing left over from the longer call
+    for ours, theirs in zip(reused, fresh, strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
 
 
 def test_a_compiled_or_distributed_model_is_called_whole() -> None:

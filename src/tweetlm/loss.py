@@ -4,15 +4,20 @@
 The plain loss (`model(..., labels=...)`) holds the batch's logits in the model's dtype, their fp32 copy,
 the log-softmax (kept for the backward pass) and, in the backward pass, the fp32 gradient and its cast:
 at its peak 10 bytes per token and vocabulary entry, 0.36 GB for 16 posts of 47 tokens, 1 GB for 16 of
-128. Here each chunk's logits are computed, upcast to fp32 for the log-softmax, and turned into their
-gradient at once, by the same ops as the plain loss; the gradients of the hidden states and of the head
-are accumulated (the head's in fp32, 113 MB for SmolLM2) and handed back in the backward pass. Only
-tokens that have a target are computed (no padding, no last token of a post). The two losses agree to
-rounding, in fp32 and bf16.
+128. Here each chunk's logits are computed, upcast to fp32, and turned into their gradient at once, by the
+same ops as the plain loss. The gradients of the hidden states and of the head are
+accumulated (the head's in fp32, 113 MB for SmolLM2) and handed back in the backward pass. Only tokens
+that have a target are computed (no padding, no last token of a post). The two losses agree to rounding,
+in fp32 and bf16.
+
+The chunk's logits and the head's fp32 gradient are written in place into buffers kept between calls
+(`Buffers`, 176 MB for SmolLM2): allocated afresh, these and the chunks' temporaries were over half of a
+training step's page faults, which cost 0.9 s a GB on the 2-core VM we measure on (docs/performance.md).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,9 +27,37 @@ import torch.nn.functional as F
 IGNORE = -100  # the label of a token that is no target (padding), as transformers uses it
 # Rows of logits at a time. With glibc's default rule, buffers under 32 MB stayed in a fragmenting heap and
 # 128 rows cost 120 MB more than 384 (benchmarks/loss_chunks.py); with the 1 MB mmap threshold training sets
-# (trainer.training_heap) every chunk buffer is returned once freed, and 128 rows (25 MB fp32 logits)
-# lowered a 30-step run's peak RSS from 3.75 to 3.55 GB at the same speed (docs/performance.md).
+# (trainer.training_heap) 128 rows lowered a 30-step run's peak RSS from 3.75 to 3.55 GB at the same speed
+# (docs/performance.md). The kept buffers of 128 rows take 63 MB for SmolLM2 (logits in bf16 and fp32, the log-softmax).
 CHUNK_TOKENS = 128
+
+
+class Buffers(threading.local):
+    """The loss's work buffers, one set per thread, kept from call to call while their shape, dtype and
+    device stay the same. `release()` frees them (the Trainer does after training)."""
+
+    def __init__(self) -> None:
+        self.tensors: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """A buffer of `shape`: the first rows of the kept one when that has as many or more."""
+        kept = self.tensors.get(name)
+        if (
+            kept is None
+            or kept.shape[1:] != shape[1:]
+            or len(kept) < shape[0]
+            or kept.dtype != dtype
+            or kept.device != device
+        ):
+            self.tensors.pop(name, None)  # the old one goes before the new one exists
+            kept = self.tensors[name] = torch.empty(shape, dtype=dtype, device=device)
+        return kept[: shape[0]]
+
+    def release(self) -> None:
+        self.tensors.clear()
+
+
+BUFFERS = Buffers()
 
 
 def causal_lm_loss(
@@ -44,7 +77,7 @@ def causal_lm_loss(
     if not torch.is_grad_enabled() or not (flat.requires_grad or head.weight.requires_grad):
         total = scale.new_zeros(())
         for _, _, logits, t in _chunks(flat, head.weight, head.bias, targets, chunk):
-            total += F.cross_entropy(logits, t, reduction="sum")
+            total += _log_softmax_nll(logits, t)[0]
         return total * scale
     loss: torch.Tensor = _ChunkedCrossEntropy.apply(flat, head.weight, head.bias, targets, scale, chunk)
     return loss
@@ -53,12 +86,31 @@ def causal_lm_loss(
 def _chunks(
     flat: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor, chunk: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(row indices, hidden rows, fp32 logits, targets) of each chunk of the rows that have a target."""
+    """(row indices, hidden rows, fp32 logits, targets) of each chunk of the rows that have a target. The
+    logits are a view of a kept buffer, valid until the next chunk."""
     rows = targets.ne(IGNORE).nonzero().squeeze(1)
+    size = (min(chunk, len(rows)), weight.shape[0])
+    logits = BUFFERS.get("logits", size, torch.float32, weight.device)
+    upcast = weight.dtype != torch.float32
+    low = BUFFERS.get("low", size, weight.dtype, weight.device) if upcast else logits
     for start in range(0, len(rows), chunk):
         picked = rows[start : start + chunk]
         states = flat.index_select(0, picked)
-        yield picked, states, F.linear(states, weight, bias).float(), targets.index_select(0, picked)
+        out, fp32 = low[: len(picked)], logits[: len(picked)]
+        if bias is None:
+            torch.mm(states, weight.T, out=out)
+        else:
+            torch.addmm(bias, states, weight.T, out=out)
+        if upcast:
+            fp32.copy_(out)
+        yield picked, states, fp32, targets.index_select(0, picked)
+
+
+def _log_softmax_nll(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The summed cross-entropy of the fp32 `logits` rows, and their log-softmax (in a kept buffer)."""
+    logp = BUFFERS.get("logp", tuple(logits.shape), torch.float32, logits.device)
+    torch.ops.aten._log_softmax.out(logits, 1, False, out=logp)
+    return F.nll_loss(logp, targets, reduction="sum"), logp
 
 
 class _ChunkedCrossEntropy(torch.autograd.Function):
@@ -76,19 +128,20 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
     ) -> torch.Tensor:
         wants_h, wants_w, wants_b = ctx.needs_input_grad[:3]
         grad_h = torch.zeros_like(flat) if wants_h else None
-        grad_w_t = weight.new_zeros(weight.shape[::-1], dtype=torch.float32) if wants_w else None  # [hidden, vocab]
+        grad_w_t = None  # [hidden, vocab], fp32
+        if wants_w:
+            grad_w_t = BUFFERS.get("grad_w_t", weight.shape[::-1], torch.float32, weight.device).zero_()
         grad_b = weight.new_zeros(weight.shape[0], dtype=torch.float32) if wants_b else None
         total = scale.new_zeros(())
         for picked, states, logits, t in _chunks(flat, weight, bias, targets, chunk):
-            # d loss / d logits by the ops the plain loss runs (log-softmax, NLL, their backward passes) on
-            # the chunk, in fp32: the same numbers, then rounded to the head's dtype as it rounds them.
-            with torch.enable_grad():
-                logits.requires_grad_(True)
-                summed = F.cross_entropy(logits, t, reduction="sum")
-            (grad,) = torch.autograd.grad(summed, logits, grad_outputs=scale)
-            del logits
-            total += summed.detach()
-            low = grad.to(weight.dtype)
+            summed, logp = _log_softmax_nll(logits, t)
+            total += summed
+            # d loss / d logits by the plain loss's backward ops, in place: NLL's (-scale at each target),
+            # then log-softmax's; the same numbers to the bit
+            grad_nll = logits.zero_().scatter_(1, t[:, None], (-scale).expand(len(t), 1))
+            grad = torch.ops.aten._log_softmax_backward_data.out(grad_nll, logp, 1, torch.float32, out=logp)
+            # rounded to the head's dtype, as the plain loss's backward pass rounds it
+            low = grad if weight.dtype == torch.float32 else BUFFERS.tensors["low"][: len(picked)].copy_(grad)
             if grad_h is not None:
                 grad_h.index_copy_(0, picked, low @ weight)
             if grad_w_t is not None:
@@ -96,18 +149,18 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
                 grad_w_t.addmm_(states.T.float(), rounded)  # [hidden, tokens] @ [tokens, vocab]
             if grad_b is not None:
                 grad_b += low.sum(0, dtype=torch.float32)
-        ctx.grads = grad_h, grad_w_t, grad_b
+        # the head's gradient leaves the kept buffer now: the next call may reuse it before this backward pass
+        grad_w = None if grad_w_t is None else grad_w_t.T.to(weight.dtype, memory_format=torch.contiguous_format)
+        ctx.grads = grad_h, grad_w, grad_b
         ctx.weight_dtype = weight.dtype
         return total * scale
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        grad_h, grad_w_t, grad_b = ctx.grads
+        grad_h, grad_w, grad_b = ctx.grads
         ctx.grads = None  # freed with the graph's first (only) backward pass
         if not bool(grad_out == 1):  # the loss itself is differentiated: nothing to scale
             grad_h = None if grad_h is None else grad_h * grad_out.to(grad_h.dtype)
-            grad_w_t = None if grad_w_t is None else grad_w_t * grad_out
+            grad_w = None if grad_w is None else (grad_w.float() * grad_out).to(grad_w.dtype)
             grad_b = None if grad_b is None else grad_b * grad_out
-        dtype = ctx.weight_dtype
-        grad_w = None if grad_w_t is None else grad_w_t.T.to(dtype, memory_format=torch.contiguous_format)
-        return grad_h, grad_w, None if grad_b is None else grad_b.to(dtype), None, None, None
+        return grad_h, grad_w, None if grad_b is None else grad_b.to(ctx.weight_dtype), None, None, None

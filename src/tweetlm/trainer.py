@@ -23,7 +23,7 @@ from transformers.trainer_utils import EvalLoopOutput
 from tweetlm import distributed
 from tweetlm.dataset import EpochBatches, PostDataset, collate, pack
 from tweetlm.events import Evaluated, EventHandler, Logged, Started, Step
-from tweetlm.loss import CHUNK_TOKENS, causal_lm_loss
+from tweetlm.loss import BUFFERS, CHUNK_TOKENS, causal_lm_loss
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 GLIBC_START = 128 * 1024  # both thresholds' values when a process starts
@@ -69,26 +69,27 @@ def training_heap(threshold: int = 1 << 20) -> Iterator[Heap]:
     to the system when freed (glibc raises its threshold as large blocks are freed, up to 32 MB, after which
     training's activations and gradients, of ever-changing sizes, come from a heap that fragments and keeps
     what was freed: 0.7 GB on a long run); the heap is trimmed only when `Heap` says so, not by `free`.
-    On leaving, both thresholds return to glibc's starting values and the heap is trimmed. A
+    On leaving, the loss's kept buffers are freed, both thresholds return to glibc's starting values and
+    the heap is trimmed. A
     MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_ in the environment wins. Off glibc nothing changes."""
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.malloc_trim.argtypes = [ctypes.c_size_t]
         libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     except (OSError, AttributeError):  # not glibc
-        yield Heap()
-        return
+        libc = None
     settings = {
         "MALLOC_MMAP_THRESHOLD_": (M_MMAP_THRESHOLD, threshold),
         "MALLOC_TRIM_THRESHOLD_": (M_TRIM_THRESHOLD, 1 << 30),  # never, but when `Heap` trims
     }
-    ours = [setting for variable, setting in settings.items() if variable not in os.environ]
+    ours = [setting for variable, setting in settings.items() if variable not in os.environ] if libc else []
     for param, value in ours:
         libc.mallopt(param, value)
     heap = Heap(libc)
     try:
         yield heap
     finally:
+        BUFFERS.release()
         for param, _ in ours:
             libc.mallopt(param, GLIBC_START)
         heap.trim()
