@@ -313,10 +313,11 @@ UNSPACED = (
 )
 
 
+UNSPACED_RE = re.compile("[" + "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in UNSPACED) + "]")
+
+
 def _unspaced_letters(word: str) -> int:
-    return sum(
-        1 for c in word if any(lo <= ord(c) <= hi for lo, hi in UNSPACED) and unicodedata.category(c).startswith("L")
-    )
+    return sum(1 for c in UNSPACED_RE.findall(word) if unicodedata.category(c).startswith("L"))
 
 
 def word_count(text: str, by_script: bool = True) -> int:
@@ -326,8 +327,11 @@ def word_count(text: str, by_script: bool = True) -> int:
     for word in text.split():
         if word.startswith(("@", "#")) or URL_RE.match(word):
             continue
+        if word.isascii():  # no letters of an unspaced script: one word
+            total += 1
+            continue
         letters = _unspaced_letters(word) if by_script else 0
-        total += letters + (not letters or any(c.isalpha() and not _unspaced_letters(c) for c in word))
+        total += letters + (not letters or any(c.isalpha() for c in UNSPACED_RE.sub("", word)))
     return total
 
 

@@ -20,6 +20,7 @@ leader, primes, an angle quote, ‼, ‽ and an overline), and truncated link ti
 from __future__ import annotations
 
 import itertools
+import re
 from functools import lru_cache
 
 import ftfy.bad_codecs  # noqa: F401  (registers the sloppy codecs)
@@ -101,6 +102,7 @@ def _candidate(chunk: str) -> bool:
     return chunk[0] != LOST_MARK and not any(c.isascii() and c != LOST_MARK for c in chunk)
 
 
+NON_ASCII = re.compile(r"[^\x00-\x7f]")
 PASSED = frozenset(_decode(b, "mac_roman") for b in UNDEFINED)  # Å ç è ê ù: bytes that passed through
 
 
@@ -115,6 +117,12 @@ def _scan(text: str) -> tuple[str, int]:
     undecided = 0
     i = 0
     while i < len(text):
+        if text[i].isascii():  # no sequence starts here: on to the next non-ASCII character
+            later = NON_ASCII.search(text, i)
+            end = later.start() if later else len(text)
+            out.append(text[i:end])
+            i = end
+            continue
         for size in (4, 3, 2):
             chunk = text[i : i + size]
             if len(chunk) < size or not _candidate(chunk):
