@@ -76,7 +76,7 @@ def causal_lm_loss(
     scale = 1.0 / torch.as_tensor(count, dtype=torch.float32, device=flat.device)
     if not torch.is_grad_enabled() or not (flat.requires_grad or head.weight.requires_grad):
         total = scale.new_zeros(())
-        for _, _, logits, t in _chunks(flat, head.weight, head.bias, targets, chunk):
+        for _, _, logits, _, t in _chunks(flat, head.weight, head.bias, targets, chunk):
             total += _log_softmax_nll(logits, t)[0]
         return total * scale
     loss: torch.Tensor = _ChunkedCrossEntropy.apply(flat, head.weight, head.bias, targets, scale, chunk)
@@ -85,9 +85,10 @@ def causal_lm_loss(
 
 def _chunks(
     flat: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor, chunk: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(row indices, hidden rows, fp32 logits, targets) of each chunk of the rows that have a target. The
-    logits are a view of a kept buffer, valid until the next chunk."""
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(row indices, hidden rows, fp32 logits, logits in the head's dtype, targets) of each chunk of the rows
+    that have a target. Both logits are views of kept buffers (the same one for an fp32 head), valid until
+    the next chunk."""
     rows = targets.ne(IGNORE).nonzero().squeeze(1)
     size = (min(chunk, len(rows)), weight.shape[0])
     logits = BUFFERS.get("logits", size, torch.float32, weight.device)
@@ -96,14 +97,15 @@ def _chunks(
     for start in range(0, len(rows), chunk):
         picked = rows[start : start + chunk]
         states = flat.index_select(0, picked)
-        out, fp32 = low[: len(picked)], logits[: len(picked)]
+        fp32 = logits[: len(picked)]
+        out = low[: len(picked)] if upcast else fp32
         if bias is None:
             torch.mm(states, weight.T, out=out)
         else:
             torch.addmm(bias, states, weight.T, out=out)
         if upcast:
             fp32.copy_(out)
-        yield picked, states, fp32, targets.index_select(0, picked)
+        yield picked, states, fp32, out, targets.index_select(0, picked)
 
 
 def _log_softmax_nll(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,7 +135,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
             grad_w_t = BUFFERS.get("grad_w_t", weight.shape[::-1], torch.float32, weight.device).zero_()
         grad_b = weight.new_zeros(weight.shape[0], dtype=torch.float32) if wants_b else None
         total = scale.new_zeros(())
-        for picked, states, logits, t in _chunks(flat, weight, bias, targets, chunk):
+        for picked, states, logits, low, t in _chunks(flat, weight, bias, targets, chunk):
             summed, logp = _log_softmax_nll(logits, t)
             total += summed
             # d loss / d logits by the plain loss's backward ops, in place: NLL's (-scale at each target),
@@ -141,7 +143,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
             grad_nll = logits.zero_().scatter_(1, t[:, None], (-scale).expand(len(t), 1))
             grad = torch.ops.aten._log_softmax_backward_data.out(grad_nll, logp, 1, torch.float32, out=logp)
             # rounded to the head's dtype, as the plain loss's backward pass rounds it
-            low = grad if weight.dtype == torch.float32 else BUFFERS.tensors["low"][: len(picked)].copy_(grad)
+            low = grad if low is logits else low.copy_(grad)
             if grad_h is not None:
                 grad_h.index_copy_(0, picked, low @ weight)
             if grad_w_t is not None:
