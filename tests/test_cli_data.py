@@ -143,3 +143,17 @@ def test_help_lists_commands_with_examples() -> None:
     for name, command in commands.items():
         assert f" {name} " in listed, name
         assert "Example" in (command.help or ""), f"{name} --help has no example"
+
+
+def test_reading_commands_on_an_empty_home_say_so_and_leave_no_store_behind(
+    tweetlm_home: Path, tiny_model: Path
+) -> None:
+    listing = tweetlm("accounts")
+    assert listing.returncode == 0 and "the store is empty" in listing.stdout
+    for args in (["show", "nobody"], ["curate", "nobody"], ["train", "nobody", "--base-model", tiny_model]):
+        out = tweetlm(*args)
+        assert out.returncode != 0
+        assert "no posts for account 'nobody'" in out.stderr and "the store is empty" in out.stderr, out.stderr
+    assert not list(tweetlm_home.rglob("*.sqlite*"))
+    assert tweetlm("import", build_archive_zip(tweetlm_home.parent / "zip")).returncode == 0
+    assert "darkliquid" in tweetlm("accounts").stdout

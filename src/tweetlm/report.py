@@ -270,7 +270,7 @@ def _maps(run_dir: Path, run: RunInfo, embed: Embed | None) -> str:
     folder = RunFolder(run_dir)
     real: dict[str, Sequence[str]] = dict(folder.posts().train)
     try:
-        with Store() as store:
+        with Store(create=False) as store:
             real |= contrast_posts(store, run.accounts)
         result = folder.evaluation() or {}
         made = result.get("generated", {}).get("fine_tuned")

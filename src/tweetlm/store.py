@@ -136,8 +136,17 @@ _INSERT_POST = (
 class Store:
     """The SQLite store. Use as a context manager, or call `close()`."""
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, *, create: bool = True) -> None:
+        """`create=False` is for commands that only read: where no store exists yet they see an empty,
+        read-only one in memory (and say "the store is empty") instead of leaving an empty file behind."""
         self.path = Path(path) if path is not None else paths.store_path()
+        self.empty = not create and not self.path.exists()
+        if self.empty:
+            self.db = sqlite3.connect(":memory:", isolation_level=None)
+            self.db.row_factory = sqlite3.Row
+            migrate(self.db)
+            self.db.execute("PRAGMA query_only = ON")
+            return
         _check_writable(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -175,7 +184,7 @@ class Store:
             yield self.db
             return
         try:
-            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("BEGIN" if self.empty else "BEGIN IMMEDIATE")  # a read-only one takes no write lock
         except sqlite3.OperationalError as exc:
             raise _operational(self.path, exc) from exc
         try:

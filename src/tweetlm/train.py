@@ -437,7 +437,7 @@ def _opened(store: Store | None) -> Iterator[Store]:
     if store is not None:
         yield store
         return
-    with Store() as own:
+    with Store(create=False) as own:
         yield own
 
 

@@ -98,13 +98,13 @@ def accounts() -> None:
 
       tweetlm accounts
     """
-    with Store() as store:
+    with Store(create=False) as store:
         rows = store.accounts()
         datasets = {a.account: store.dataset(a.account, with_posts=False) for a in rows}
     if not rows:
         console.print("the store is empty: run `tweetlm import PATH` or `tweetlm fetch PLATFORM ACCOUNT`")
         return
-    table = Table("account", "platform", "posts", "last import", "curated", title=f"accounts in {Store().path}")
+    table = Table("account", "platform", "posts", "last import", "curated", title=f"accounts in {store.path}")
     for row in rows:
         ds = datasets.get(row.account)
         table.add_row(
@@ -184,7 +184,7 @@ def curate(
         min_words=min_words,
         drop_duplicates=not keep_duplicates,
     ).without(name for names in off for name in names.split(",") if name.strip())
-    with Store() as store:
+    with Store(create=False) as store:
         dataset, report = curate_account(store, account, config, examples=max(show_dropped, 3), with_posts=False)
     print_curation(dataset, report, show_dropped)
 
@@ -213,7 +213,7 @@ def show(
 
       tweetlm show BarackObama --curated
     """
-    with Store() as store:
+    with Store(create=False) as store:
         name = store.resolve_account(account)
         if curated:
             dataset = store.dataset(name)

@@ -183,7 +183,7 @@ def map_cmd(
     from tweetlm.store import Store
 
     given = run_posts(runs)  # before the store is opened: a bad --run leaves TWEETLM_HOME as it was
-    with Store() as store:
+    with Store(create=False) as store:
         named = [store.resolve_account(a) for a in accounts] if accounts else []
         everyone = sorted({s.account for s in store.accounts()})
         real = {a: account_texts(store, a) for a in everyone}

@@ -248,7 +248,7 @@ def generate_cmd(
         from tweetlm.models import resolve_base_model
         from tweetlm.store import Store
 
-        with Store() as store:
+        with Store(create=False) as store:
             account = store.resolve_account(run)
             posts = account_texts(store, account)
         embed = None

@@ -156,7 +156,7 @@ def run_sweep(
     deadline = started + config.max_minutes * 60 if config.max_minutes else None
     stop = stop or threading.Event()
     own_store = store is None
-    store = store or Store()
+    store = store or Store(create=False)
     timer: threading.Timer | None = None
     try:
         accounts, data = _check_data(store, config.base)
