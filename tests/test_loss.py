@@ -87,7 +87,7 @@ def test_the_loss_writes_into_kept_buffers_instead_of_new_memory() -> None:
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         reused = grads(200), grads(30)  # all chunks; one chunk of fewer rows than the buffer holds
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
-        assert set(BUFFERS.tensors) == {"logits", "low", "logp", "grad_w_t"}
+        assert set(BUFFERS.tensors) == {"logits", "low", "logp", "grad_logits"}
     assert not BUFFERS.tensors  # released after training
     assert faults < 2 * 2000  # the bf16 gradients handed back (0.5k pages a call) and small tensors
     whole = grads(200)  # with new buffers

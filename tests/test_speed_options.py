@@ -341,6 +341,31 @@ def test_master_adamw_in_chunks_matches_one_adamw_step_over_every_parameter() ->
     assert all(m.grad is None for _, m in chunked.pairs)  # no fp32 gradient outlives the step
 
 
+def test_master_adamw_clips_inside_its_update_as_clip_grad_norm_does() -> None:
+    import torch
+
+    from tweetlm.optim import MasterAdamW
+
+    torch.manual_seed(0)
+    shapes = [(40, 8), (100,), (8, 8)]
+    params = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    reference = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    ours = MasterAdamW(params, lr=1e-2, weight_decay=0.1, fused=True)
+    plain = torch.optim.AdamW(reference, lr=1e-2, weight_decay=0.1, fused=True)
+    for step, max_norm in enumerate([0.5, 100.0, 0.05, 1.0]):  # clipped, not clipped, clipped, ...
+        grads = [torch.randn(s) * (step + 1) for s in shapes]
+        for param, ref, grad in zip(params, reference, grads, strict=True):
+            param.grad, ref.grad = grad.clone(), grad.clone()
+        norm = ours.clip(max_norm)
+        assert norm.item() == pytest.approx(torch.nn.utils.clip_grad_norm_(reference, max_norm).item(), rel=1e-6)
+        assert (ours.grad_scale is not None) == (norm.item() > max_norm)
+        ours.step()
+        plain.step()
+        assert ours.grad_scale is None  # for one step only
+        for param, ref in zip(params, reference, strict=True):
+            assert torch.allclose(param, ref, atol=1e-6)
+
+
 def test_recipe_sets_its_settings_unless_the_command_line_says_otherwise(tiny_model: Path) -> None:
     import json
 

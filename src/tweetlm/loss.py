@@ -76,7 +76,7 @@ def causal_lm_loss(
     scale = 1.0 / torch.as_tensor(count, dtype=torch.float32, device=flat.device)
     if not torch.is_grad_enabled() or not (flat.requires_grad or head.weight.requires_grad):
         total = scale.new_zeros(())
-        for _, _, logits, _, t in _chunks(flat, head.weight, head.bias, targets, chunk):
+        for logits, t in _chunks(flat, head.weight, head.bias, targets, chunk):
             total += _log_softmax_nll(logits, t)[0]
         return total * scale
     loss: torch.Tensor = _ChunkedCrossEntropy.apply(flat, head.weight, head.bias, targets, scale, chunk)
@@ -85,11 +85,10 @@ def causal_lm_loss(
 
 def _chunks(
     flat: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor, chunk: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(row indices, hidden rows, fp32 logits, logits in the head's dtype, targets) of each chunk of the rows
-    that have a target. Both logits are views of kept buffers (the same one for an fp32 head), valid until
-    the next chunk."""
-    rows = targets.ne(IGNORE).nonzero().squeeze(1)
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(fp32 logits, targets) of each chunk of the rows that have a target, in order. The logits are a view
+    of a kept buffer, valid until the next chunk."""
+    rows = target_rows(targets)
     size = (min(chunk, len(rows)), weight.shape[0])
     logits = BUFFERS.get("logits", size, torch.float32, weight.device)
     upcast = weight.dtype != torch.float32
@@ -105,7 +104,12 @@ def _chunks(
             torch.addmm(bias, states, weight.T, out=out)
         if upcast:
             fp32.copy_(out)
-        yield picked, states, fp32, out, targets.index_select(0, picked)
+        yield fp32, targets.index_select(0, picked)
+
+
+def target_rows(targets: torch.Tensor) -> torch.Tensor:
+    """The positions of the tokens that have a target: no padding, no last token of a post."""
+    return targets.ne(IGNORE).nonzero().squeeze(1)
 
 
 def _log_softmax_nll(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,30 +133,29 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         chunk: int,
     ) -> torch.Tensor:
         wants_h, wants_w, wants_b = ctx.needs_input_grad[:3]
-        grad_h = torch.zeros_like(flat) if wants_h else None
-        grad_w_t = None  # [hidden, vocab], fp32
-        if wants_w:
-            grad_w_t = BUFFERS.get("grad_w_t", weight.shape[::-1], torch.float32, weight.device).zero_()
-        grad_b = weight.new_zeros(weight.shape[0], dtype=torch.float32) if wants_b else None
+        rows = target_rows(targets)
+        # d loss / d logits of every target row, in the head's dtype, as the plain loss's backward rounds it
+        grad_logits = BUFFERS.get("grad_logits", (len(rows), weight.shape[0]), weight.dtype, weight.device)
         total = scale.new_zeros(())
-        for picked, states, logits, low, t in _chunks(flat, weight, bias, targets, chunk):
+        start = 0
+        for logits, t in _chunks(flat, weight, bias, targets, chunk):
             summed, logp = _log_softmax_nll(logits, t)
             total += summed
-            # d loss / d logits by the plain loss's backward ops, in place: NLL's (-scale at each target),
-            # then log-softmax's; the same numbers to the bit
+            # by the plain loss's backward ops, in place: NLL's (-scale at each target), then log-softmax's;
+            # the same numbers to the bit
             grad_nll = logits.zero_().scatter_(1, t[:, None], (-scale).expand(len(t), 1))
             grad = torch.ops.aten._log_softmax_backward_data.out(grad_nll, logp, 1, torch.float32, out=logp)
-            # rounded to the head's dtype, as the plain loss's backward pass rounds it
-            low = grad if low is logits else low.copy_(grad)
-            if grad_h is not None:
-                grad_h.index_copy_(0, picked, low @ weight)
-            if grad_w_t is not None:
-                rounded = grad if low is grad else grad.copy_(low)
-                grad_w_t.addmm_(states.T.float(), rounded)  # [hidden, tokens] @ [tokens, vocab]
-            if grad_b is not None:
-                grad_b += low.sum(0, dtype=torch.float32)
-        # the head's gradient leaves the kept buffer now: the next call may reuse it before this backward pass
-        grad_w = None if grad_w_t is None else grad_w_t.T.to(weight.dtype, memory_format=torch.contiguous_format)
+            grad_logits[start : start + len(t)].copy_(grad)
+            start += len(t)
+        # Each gradient is one matmul over all the rows, in the head's dtype, as the plain loss's backward
+        # pass computes it: per chunk, the head's would read and write a [vocab x hidden] fp32 sum each time.
+        grad_h = grad_w = grad_b = None
+        if wants_h:
+            grad_h = torch.zeros_like(flat).index_copy_(0, rows, grad_logits @ weight)
+        if wants_w:
+            grad_w = grad_logits.T @ flat.index_select(0, rows)
+        if wants_b:
+            grad_b = grad_logits.sum(0, dtype=torch.float32)
         ctx.grads = grad_h, grad_w, grad_b
         ctx.weight_dtype = weight.dtype
         return total * scale

@@ -59,6 +59,31 @@ class MasterAdamW(torch.optim.AdamW):
         self.buffers = {m.device: torch.empty(largest, dtype=torch.float32, device=m.device) for _, m in self.pairs}
 
     @torch.no_grad()
+    def clip(self, max_norm: float) -> torch.Tensor:
+        """Gradient clipping as `torch.nn.utils.clip_grad_norm_` does it (the 2-norm of the gradients' norms;
+        the gradients times max_norm / (norm + 1e-6) where that is below 1), except that the fused AdamW
+        kernel of the next `step()` applies the factor, as its `grad_scale`, instead of a pass over every
+        gradient (which `clip_grad_norm_` makes even when the factor is 1: 5% of a SmolLM2 training step on 2
+        cores). Returns the norm before clipping."""
+        self.grad_scale: torch.Tensor | None = None
+        grads = [p.grad for p in [*(param for param, _ in self.pairs), *self.plain] if p.grad is not None]
+        if not grads:
+            return torch.zeros(())
+        device = grads[0].device
+        # Each gradient's norm in its own dtype, as clip_grad_norm_ takes them (with dtype=float32 the CPU
+        # kernel copies every bf16 gradient into fp32 first: 0.25 s a step for SmolLM2 on 2 cores); their
+        # 2-norm in fp32.
+        norms = torch._foreach_norm(grads)
+        total = torch.linalg.vector_norm(torch.stack([norm.to(device, torch.float32) for norm in norms]))
+        factor = max_norm / (total.item() + 1e-6)
+        if factor < 1:
+            if self.defaults.get("fused"):
+                self.grad_scale = torch.tensor(1 / factor, dtype=torch.float32, device=device)  # it divides
+            else:
+                torch._foreach_mul_(grads, factor)
+        return total
+
+    @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         loss = None
         if closure is not None:
@@ -84,6 +109,7 @@ class MasterAdamW(torch.optim.AdamW):
                     master.grad = None
         for param, grad in zip(self.plain, plain_grads, strict=True):
             param.grad = grad
+        self.grad_scale = None  # `clip()`'s factor was for this step only
         return loss
 
     def state_dict(self) -> dict[str, Any]:

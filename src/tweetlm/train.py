@@ -588,6 +588,7 @@ def prepare_model(model: PreTrainedModel, config: TrainConfig) -> PreTrainedMode
             model.requires_grad_(False)
             for index in trained:
                 layers[index].requires_grad_(True)
+        sparse_tied_embedding(model)
         return model
     import torch
     from peft import LoraConfig, get_peft_model
@@ -629,6 +630,22 @@ def freeze_lower_layers(model: PreTrainedModel, n_layers: int, embeddings: bool 
         embed.requires_grad_(True)
         embed.register_forward_hook(_detach_output)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def sparse_tied_embedding(model: PreTrainedModel) -> bool:
+    """Where the output head is tied to a trained input embedding, the embedding's gradient goes back as the
+    rows of the batch's tokens: autograd adds them to the head's dense gradient before the weight's gradient
+    is written, instead of adding a dense [vocabulary x hidden] matrix of mostly zeros (for SmolLM2 two
+    passes over 56 MB less per backward pass). An untied embedding stays dense: its gradient would be sparse
+    itself, which AdamW and gradient clipping do not take. Returns whether it was switched."""
+    import torch
+
+    embed, head = model.get_input_embeddings(), model.get_output_embeddings()
+    tied = isinstance(embed, torch.nn.Embedding) and head is not None and head.weight is embed.weight
+    if tied and embed.weight.requires_grad:
+        embed.sparse = True
+        return True
+    return False
 
 
 def _detach_output(module: Any, inputs: Any, output: Any) -> Any:

@@ -24,6 +24,7 @@ from tweetlm import distributed
 from tweetlm.dataset import EpochBatches, PostDataset, collate, pack
 from tweetlm.events import Evaluated, EventHandler, Logged, Started, Step
 from tweetlm.loss import BUFFERS, CHUNK_TOKENS, causal_lm_loss
+from tweetlm.optim import MasterAdamW
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 GLIBC_START = 128 * 1024  # both thresholds' values when a process starts
@@ -211,6 +212,13 @@ class TweetlmTrainer(Trainer):
             return super().training_step(model, inputs, num_items_in_batch)
         step = super().training_step
         return torch.stack([step(model, part, num_items_in_batch) for part in parts]).sum()
+
+    def _clip_grad_norm(self, model: torch.nn.Module) -> torch.Tensor:
+        """The Trainer's gradient clipping, done by MasterAdamW inside its fused update (`MasterAdamW.clip`)."""
+        inner = getattr(self.optimizer, "optimizer", self.optimizer)  # under accelerate's wrapper
+        if isinstance(inner, MasterAdamW):
+            return inner.clip(self.args.max_grad_norm)
+        return super()._clip_grad_norm(model)  # type: ignore[no-any-return]
 
     def compute_loss(
         self,
