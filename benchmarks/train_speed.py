@@ -713,6 +713,9 @@ def main(argv: list[str] | None = None) -> int:
         data_path_child(Path(argv[1]))
         return 0
     sys.path.insert(0, str(REPO / "src"))  # this checkout's tweetlm
+    from tweetlm.train import bound_kernel_caches
+
+    bound_kernel_caches()  # as `tweetlm train` does, before this process's first bf16 matmul (the peak below)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--quick", action="store_true", help="the first posts, minutes of training per row")

@@ -1,18 +1,19 @@
 """The causal-LM loss from the final hidden states and the output head, a chunk of tokens at a time: the
-[tokens x vocabulary] logits (49,152 columns for SmolLM2) and their gradient never exist whole.
+[tokens x vocabulary] logits (49,152 columns for SmolLM2) never exist whole in fp32.
 
 The plain loss (`model(..., labels=...)`) holds the batch's logits in the model's dtype, their fp32 copy,
 the log-softmax (kept for the backward pass) and, in the backward pass, the fp32 gradient and its cast:
 at its peak 10 bytes per token and vocabulary entry, 0.36 GB for 16 posts of 47 tokens, 1 GB for 16 of
-128. Here each chunk's logits are computed, upcast to fp32, and turned into their gradient at once, by the
-same ops as the plain loss. The gradients of the hidden states and of the head are
-accumulated (the head's in fp32, 113 MB for SmolLM2) and handed back in the backward pass. Only tokens
-that have a target are computed (no padding, no last token of a post). The two losses agree to rounding,
-in fp32 and bf16.
+128. Here each chunk's logits are computed, upcast to fp32 and turned into their gradient at once, by the
+same ops as the plain loss; only that gradient, in the head's dtype (2 bytes an entry in bf16), is kept
+for all the rows, and the gradients of the hidden states and of the head are each one matmul over it, as
+the plain loss's backward pass computes them. Only tokens that have a target are computed (no padding, no
+last token of a post). The two losses agree to rounding, in fp32 and bf16.
 
-The chunk's logits and the head's fp32 gradient are written in place into buffers kept between calls
-(`Buffers`, 176 MB for SmolLM2): allocated afresh, these and the chunks' temporaries were over half of a
-training step's page faults, which cost 0.9 s a GB on the 2-core VM we measure on (docs/performance.md).
+The chunk's logits and the logits' gradient are written in place into buffers kept between calls
+(`Buffers`; 88 MB for SmolLM2 with 256-token micro-batches): allocated afresh, these and the chunks'
+temporaries were over half of a training step's page faults, which cost 0.9 s a GB on the 2-core VM we
+measure on (docs/performance.md).
 """
 
 from __future__ import annotations

@@ -370,9 +370,23 @@ def train_trial(
     return metrics
 
 
+# oneDNN, which runs the bf16 matmuls on a CPU, keeps the kernels it builds for each new shape in two caches of
+# 1,024 (its own, and the one of PyTorch's ideep layer): with batches of ever-changing lengths they held 0.7 GB
+# more after 40 steps on an AMX Xeon (a whole run: peak RSS up to 4.08 GB). 128 each cost no time there
+# (docs/performance.md). Both are read at the process's first bf16 matmul: a value in the environment wins,
+# and a process that ran one before training keeps the caches it has.
+KERNEL_CACHES = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "128", "LRU_CACHE_CAPACITY": "128"}
+
+
+def bound_kernel_caches() -> None:
+    for name, value in KERNEL_CACHES.items():
+        os.environ.setdefault(name, value)
+
+
 def _run(
     config: TrainConfig, store: Store | None, dest: Destination, hooks: Hooks, splits: dict[str, Split] | None = None
 ) -> tuple[Metrics, Path | None]:
+    bound_kernel_caches()
     check_base_model(config.base_model)  # fails fast, before data is prepared or a model loads
     # A curation done here is undone if the data then proves too small: a failed run changes nothing.
     # Under several processes the main one curates what needs it; the others then read its dataset.
