@@ -14,7 +14,7 @@ import torch
 from tests.conftest import add_account, sample_posts, tiny_config
 from tweetlm import trainer
 from tweetlm.dataset import collate, encode_posts, pack
-from tweetlm.loss import BUFFERS, causal_lm_loss
+from tweetlm.loss import BUFFERS, RowsEmbedding, causal_lm_loss
 from tweetlm.models import load_model, load_tokenizer
 from tweetlm.train import prepare_model, train
 from tweetlm.trainer import direct_model, hidden_state_loss, split_rows, training_heap
@@ -138,3 +138,27 @@ def test_micro_batches_train_the_same_steps_as_whole_batches(
     whole, parts = ([h["eval_loss"] for h in m.evaluations()] for m in runs)
     assert parts == pytest.approx(whole, rel=1e-4) and len(whole) == 2 and whole[0] != whole[1]
     assert sizes[:3] == [1, 1, 1] and all(n > 1 for n in sizes[3:]) and len(sizes) == 6  # really split
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_tied_embedding_sends_its_rows_and_the_weight_gets_the_same_dense_gradient(
+    tiny_model: Path, tiny_gpt2: Path, dtype: torch.dtype
+) -> None:
+    from tweetlm.train import sparse_tied_embedding
+
+    inputs = batch(tiny_model, packed=False)
+    exact = losses_and_grads(load_model(str(tiny_model), dtype=torch.float32).eval(), inputs, chunked=True)
+    model = load_model(str(tiny_model), dtype=dtype).eval()
+    dense = losses_and_grads(model, inputs, chunked=True)
+    assert sparse_tied_embedding(model) and isinstance(model.get_input_embeddings(), RowsEmbedding)
+    rows = losses_and_grads(model, inputs, chunked=True)
+    assert model.get_input_embeddings().weight.grad.layout == torch.strided  # what AdamW and clipping take
+    for ours, theirs, truth in zip(rows, dense, exact, strict=True):
+        if dtype == torch.float32:
+            assert relative(ours, theirs) < 1e-6
+        else:  # each row summed in fp32 and rounded once: no further from the fp32 gradient than dense
+            assert relative(ours, truth) <= 1.05 * relative(theirs, truth) + 1e-6
+    untied = load_model(str(tiny_model), dtype=dtype)
+    untied.get_output_embeddings().weight = torch.nn.Parameter(untied.get_input_embeddings().weight.clone())
+    frozen = load_model(str(tiny_gpt2), dtype=dtype).requires_grad_(False)
+    assert not sparse_tied_embedding(untied) and not sparse_tied_embedding(frozen)

@@ -647,17 +647,18 @@ def freeze_lower_layers(model: PreTrainedModel, n_layers: int, embeddings: bool 
 
 
 def sparse_tied_embedding(model: PreTrainedModel) -> bool:
-    """Where the output head is tied to a trained input embedding, the embedding's gradient goes back as the
-    rows of the batch's tokens: autograd adds them to the head's dense gradient before the weight's gradient
-    is written, instead of adding a dense [vocabulary x hidden] matrix of mostly zeros (for SmolLM2 two
-    passes over 56 MB less per backward pass). An untied embedding stays dense: its gradient would be sparse
-    itself, which AdamW and gradient clipping do not take. Returns whether it was switched."""
+    """Where the output head is tied to a trained input embedding (a plain `nn.Embedding`), the embedding
+    sends its gradient back as the batch's rows (`loss.RowsEmbedding`), which autograd adds to the head's
+    dense gradient. An untied embedding stays as it is: its gradient would be sparse itself, which AdamW
+    and gradient clipping do not take. Returns whether it was switched."""
     import torch
 
+    from tweetlm.loss import RowsEmbedding
+
     embed, head = model.get_input_embeddings(), model.get_output_embeddings()
-    tied = isinstance(embed, torch.nn.Embedding) and head is not None and head.weight is embed.weight
-    if tied and embed.weight.requires_grad:
-        embed.sparse = True
+    tied = type(embed) is torch.nn.Embedding and head is not None and head.weight is embed.weight
+    if tied and embed.weight.requires_grad and embed.max_norm is None and not embed.scale_grad_by_freq:
+        embed.__class__ = RowsEmbedding  # the same module and weight (a state dict saves alike)
         return True
     return False
 
