@@ -418,12 +418,18 @@ print(rss() - start)
 
 @pytest.mark.skipif(not bf16_supported(), reason="bf16 matmuls need AVX512-BF16 or AMX")
 def test_training_bounds_the_kernel_caches_that_grow_with_every_new_batch_shape() -> None:
+    import os
     import subprocess
     import sys
 
+    from tweetlm.train import KERNEL_CACHES
+
+    # without the settings that an earlier training in this process left in its environment
+    env = {name: value for name, value in os.environ.items() if name not in KERNEL_CACHES}
+
     def growth(mode: str) -> int:
-        out = subprocess.run([sys.executable, "-c", SHAPES_PROBE, mode], capture_output=True, text=True, check=True)
-        return int(out.stdout.split()[-1])
+        command = [sys.executable, "-c", SHAPES_PROBE, mode]
+        return int(subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout.split()[-1])
 
     unbounded, bounded = growth("default"), growth("bounded")
     if unbounded < 100 << 20:
