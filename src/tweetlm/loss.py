@@ -200,4 +200,6 @@ class _RowGradients(torch.autograd.Function):
         rows, inverse = ids.unique(return_inverse=True)
         summed = grad.new_zeros((len(rows), grad.shape[1]), dtype=torch.float32).index_add_(0, inverse, grad.float())
         values = summed.to(grad.dtype)
-        return None, torch.sparse_coo_tensor(rows[None], values, ctx.shape, is_coalesced=True), None
+        # rows are unique and in range by construction: no invariant check (and no warning about skipping it)
+        sparse = torch.sparse_coo_tensor(rows[None], values, ctx.shape, is_coalesced=True, check_invariants=False)
+        return None, sparse, None

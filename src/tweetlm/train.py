@@ -319,9 +319,6 @@ def train(
     `splits` replaces the seeded split of each account's curated posts (`tweetlm update` trains on the
     new posts and a replay of older ones).
 
-    `splits` replaces the seeded split of each account's curated posts (`tweetlm update` trains on the
-    new posts and a replay of older ones).
-
     `callbacks` are extra HF TrainerCallbacks (trackers, sweep pruners); setting `stop` stops the run
     like Ctrl-C does (a checkpoint, then TrainingInterrupted). `resume` continues the newest interrupted
     run of `config.accounts` (its own config, not this one).
