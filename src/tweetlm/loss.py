@@ -77,7 +77,7 @@ def causal_lm_loss(
     scale = 1.0 / torch.as_tensor(count, dtype=torch.float32, device=flat.device)
     if not torch.is_grad_enabled() or not (flat.requires_grad or head.weight.requires_grad):
         total = scale.new_zeros(())
-        for logits, t in _chunks(flat, head.weight, head.bias, targets, chunk):
+        for logits, t in _chunks(flat, head.weight, head.bias, targets, target_rows(targets), chunk):
             total += _log_softmax_nll(logits, t)[0]
         return total * scale
     loss: torch.Tensor = _ChunkedCrossEntropy.apply(flat, head.weight, head.bias, targets, scale, chunk)
@@ -85,11 +85,15 @@ def causal_lm_loss(
 
 
 def _chunks(
-    flat: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor, chunk: int
+    flat: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    targets: torch.Tensor,
+    rows: torch.Tensor,
+    chunk: int,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(fp32 logits, targets) of each chunk of the rows that have a target, in order. The logits are a view
-    of a kept buffer, valid until the next chunk."""
-    rows = target_rows(targets)
+    """(fp32 logits, targets) of each chunk of `rows` (those that have a target), in order. The logits are a
+    view of a kept buffer, valid until the next chunk."""
     size = (min(chunk, len(rows)), weight.shape[0])
     logits = BUFFERS.get("logits", size, torch.float32, weight.device)
     upcast = weight.dtype != torch.float32
@@ -139,7 +143,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         grad_logits = BUFFERS.get("grad_logits", (len(rows), weight.shape[0]), weight.dtype, weight.device)
         total = scale.new_zeros(())
         start = 0
-        for logits, t in _chunks(flat, weight, bias, targets, chunk):
+        for logits, t in _chunks(flat, weight, bias, targets, rows, chunk):
             summed, logp = _log_softmax_nll(logits, t)
             total += summed
             # by the plain loss's backward ops, in place: NLL's (-scale at each target), then log-softmax's;
