@@ -17,6 +17,7 @@ from tweetlm import trainer
 from tweetlm.dataset import collate, encode_posts, pack
 from tweetlm.loss import BUFFERS, RowsEmbedding, causal_lm_loss
 from tweetlm.models import load_model, load_tokenizer
+from tweetlm.runs import RunFolder
 from tweetlm.train import prepare_model, train
 from tweetlm.trainer import direct_model, hidden_state_loss, split_rows, training_heap
 
@@ -139,6 +140,24 @@ def test_micro_batches_train_the_same_steps_as_whole_batches(
     whole, parts = ([h["eval_loss"] for h in m.evaluations()] for m in runs)
     assert parts == pytest.approx(whole, rel=1e-4) and len(whole) == 2 and whole[0] != whole[1]
     assert sizes[:3] == [1, 1, 1] and all(n > 1 for n in sizes[3:]) and len(sizes) == 6  # really split
+
+
+@pytest.mark.parametrize(("amx", "tokens"), [(True, 512), (False, 256)])
+def test_without_a_micro_batch_size_a_run_splits_at_the_machines_default_and_records_it(
+    tiny_model: Path, amx: bool, tokens: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tweetlm.train
+
+    add_account("obama", sample_posts(60))
+    monkeypatch.setattr(tweetlm.train, "amx_supported", lambda: amx)  # this machine's CPU is one of the two
+    split = trainer.split_rows
+    used: list[int] = []
+    monkeypatch.setattr(trainer, "split_rows", lambda inputs, bound: used.append(bound) or split(inputs, bound))
+    config = tiny_config(tiny_model, max_steps=2)
+    assert config.micro_batch_tokens is None
+    result = train(config)
+    assert used and set(used) == {tokens}
+    assert RunFolder(result.run_dir).read().config["micro_batch_tokens"] == tokens
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
