@@ -3,13 +3,18 @@
 1 std of the accounts' best validation losses), on the seven real accounts of ../shared/data, with every
 training held to the same time budget (the wall-time constraint: `max_minutes`, model load to result).
 
-The study starts with enqueued trials (tweetlm's default recipe at lr 3e-4 and at 2e-4, HuggingTweets'
-settings squeezed into the same budget by the fitted schedule), then lets Optuna's TPE sampler choose. It runs the
+The study starts with enqueued trials (the recipes of ENQUEUED: tweetlm's earlier default, 16-post batches at
+lr 2e-4, with one setting changed at a time; HuggingTweets' settings squeezed into the same budget by the fitted
+schedule), then lets Optuna's TPE sampler choose. It runs the
 real `tweetlm sweep` and `tweetlm sweep-report` commands; the study (SQLite), its space file and the
-report (plots, trials.csv) land in --output (docs/sweep/ for the one docs/performance.md quotes).
+report (plots, trials.csv) land in --output. A time budget makes the machine part of the objective, so
+each machine has its own study: docs/performance.md quotes docs/sweep/ (an AMD EPYC, AVX512-BF16) and
+docs/sweep-amx/ (a Xeon with AMX).
 
-  python benchmarks/recipe_sweep.py --budget 4.5 --queue lr-3e-4,tweetlm --trials 2   # in docs/performance.md
+  python benchmarks/recipe_sweep.py --budget 4.5 --queue lr-3e-4,batch-16 --trials 2   # docs/sweep/
   python benchmarks/recipe_sweep.py --budget 4.5 --queue freeze-8,batch-32,lora-16 --trials 5   # 3 more
+  python benchmarks/recipe_sweep.py --budget 4.5 --queue batch-16,huggingtweets --trials 2 --output docs/sweep-amx
+  python benchmarks/recipe_sweep.py --budget 4.5 --queue batch-32 --trials 1 --output docs/sweep-amx    # one more
   python benchmarks/recipe_sweep.py --budget 4.5 --trials 40        # and on, with Optuna choosing
   python benchmarks/recipe_sweep.py --accounts Jack_L_Lance,mkommar --output /tmp/sweep
 
@@ -46,16 +51,17 @@ freeze_layers = [0, 8, 16]
 lora_rank = [0, 16]
 """
 COMMON = {"warmup": 0.0, "batch_size": 16, "early_stop_patience": 2, "freeze_layers": 0, "lora_rank": 0}
-# Queued first, in this order: the first candidate (lr 3e-4), the default (the sweep's winner, lr 2e-4),
-# then the default with one setting changed (the lower 8 layers frozen; batches of 32 posts at the rate
-# scaled by sqrt(2); LoRA rank 16 at its default lr, 1e-3), HuggingTweets' settings.
-TWEETLM = {"epochs": 2, "learning_rate": 2e-4, "scheduler": "cosine", **COMMON}
+# Queued first, in this order: the first candidate (lr 3e-4), the default until 2026-12-05 night (16-post
+# batches at lr 2e-4), then that recipe with one setting changed (the lower 8 layers frozen; batches of 32
+# posts at the rate scaled by sqrt(2), the default since: it won on the AMX machine and tied on the AMD one;
+# LoRA rank 16 at its default lr, 1e-3), HuggingTweets' settings.
+BATCH_16 = {"epochs": 2, "learning_rate": 2e-4, "scheduler": "cosine", **COMMON}
 ENQUEUED = {
-    "lr-3e-4": {**TWEETLM, "learning_rate": 3e-4},
-    "tweetlm": TWEETLM,
-    "freeze-8": {**TWEETLM, "freeze_layers": 8},
-    "batch-32": {**TWEETLM, "batch_size": 32, "learning_rate": 2.8e-4},
-    "lora-16": {**TWEETLM, "lora_rank": 16, "lora_learning_rate": 1e-3},
+    "lr-3e-4": {**BATCH_16, "learning_rate": 3e-4},
+    "batch-16": BATCH_16,
+    "freeze-8": {**BATCH_16, "freeze_layers": 8},
+    "batch-32": {**BATCH_16, "batch_size": 32, "learning_rate": 2.8e-4},
+    "lora-16": {**BATCH_16, "lora_rank": 16, "lora_learning_rate": 1e-3},
     "huggingtweets": {"epochs": 4, "learning_rate": 1.372e-4, "scheduler": "cosine", **COMMON},
 }
 

@@ -91,6 +91,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "huggingtweets": {
         "epochs": 4.0,
         "learning_rate": 1.372e-4,
+        "batch_size": 16,
         "scheduler": "cosine",
         "warmup": 0.0,
         "max_minutes": None,
@@ -118,11 +119,11 @@ class TrainConfig:
         label="base model",
     )
     epochs: float = option(2.0, "Passes over the training posts (at most).", "--epochs", label="epochs")
-    learning_rate: float = option(2e-4, "Peak learning rate.", "--learning-rate", "--lr", label="learning rate")
+    learning_rate: float = option(2.8e-4, "Peak learning rate.", "--learning-rate", "--lr", label="learning rate")
     scheduler: str = option("cosine", "constant, linear or cosine.", "--scheduler")
     warmup: float = option(0.0, "Warmup as a fraction of the steps.", "--warmup")
     grad_accum: int = option(1, "Gradient accumulation steps.", "--grad-accum")
-    batch_size: int = option(16, "Posts per batch.", "--batch-size", "-b", label="batch size")
+    batch_size: int = option(32, "Posts per batch.", "--batch-size", "-b", label="batch size")
     max_length: int = option(128, "Tokens per post (longer ones are cut).", "--max-length", label="tokens per post")
     weight_decay: float = option(0.0, "AdamW weight decay.", "--weight-decay")
     precision: str = option(
