@@ -390,8 +390,9 @@ def bound_kernel_caches() -> None:
 def default_micro_batch_tokens() -> int:
     """The micro-batch size when none is given: 512 tokens on a CPU with AMX, 256 elsewhere. AMX computes a
     matmul of a few hundred rows at a fifth of its peak, so larger parts pay: 512 took 20% less time a step
-    than 256 on the account of the longest posts, for 0.26 GB more at the peak (3.60 GB). On a CPU with only
-    AVX512-BF16 they took the same time, and 256 peaked 0.36 GB lower (docs/performance.md)."""
+    than 256 on the account of the longest posts, for 0.26 GB more at the peak (3.60 GB with 16-post batches,
+    3.86 GB with 32). On a CPU with only AVX512-BF16 they took the same time, and 256 peaked 0.36 GB lower
+    (docs/performance.md)."""
     import torch
 
     return 512 if amx_supported() and not torch.cuda.is_available() else 256
