@@ -239,6 +239,7 @@ NOT_DEFAULTS: dict[str, tuple[list[str], object]] = {
     "early_stop": (["--no-early-stop"], False),
     "early_stop_patience": (["--patience", "3"], 3),
     "chunked_loss": (["--no-chunked-loss"], False),
+    "fused_blocks": (["--no-fused-blocks"], False),
     "micro_batch_tokens": (["--micro-batch-tokens", "0"], 0),
 }
 

@@ -209,6 +209,12 @@ class TrainConfig:
         "one process without --compile).",
         "--chunked-loss/--no-chunked-loss",
     )
+    fused_blocks: bool = option(
+        True,
+        "Run the RMSNorms and MLPs of Llama-family models (SmolLM2, Llama, Mistral, Qwen2/3) as functions that "
+        "keep 40% fewer activations for the backward pass, the same numbers (not with --precision amp).",
+        "--fused-blocks/--no-fused-blocks",
+    )
 
     def __post_init__(self) -> None:
         checks = [
@@ -420,6 +426,7 @@ def _train(
     hooks: Hooks,
     given_splits: dict[str, Split] | None = None,
 ) -> tuple[Metrics, Path | None]:
+    from tweetlm.fused import fused_blocks
     from tweetlm.trainer import training_heap
 
     started = time.monotonic()
@@ -447,7 +454,7 @@ def _train(
     predictions = [prediction_callback(config.to_dict(), datasets, splits, dest.work)] if keeps_samples else []
     deadline = started + config.max_minutes * 60 if config.max_minutes else None
     callbacks = [*predictions, *hooks.callbacks]
-    with training_heap() as heap:
+    with training_heap() as heap, fused_blocks(model, enabled=config.fused_blocks and precision != "amp"):
         trainer = make_trainer(model, tokenizer, args, data, config, hooks, callbacks, patience, deadline, heap)
         fit(trainer, dest, hooks, config.accounts)
     distributed.barrier()  # every process has reloaded the best evaluation before the folder moves
