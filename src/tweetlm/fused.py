@@ -2,12 +2,12 @@
 functions that keep fewer activations for the backward pass, computing the same numbers.
 
 Eager, a block's RMSNorm keeps its input upcast to fp32 and the normalised input in the model's dtype
-(3 bytes an element in bf16 besides what the next layer keeps); here it keeps its input as it came
-(2 bytes) and one fp32 scale per token, and recomputes the rest in the backward pass. Eager, the MLP keeps
+(6 bytes an element in bf16); here it keeps its input as it came (2 bytes) and one fp32 scale per token,
+and recomputes the rest in the backward pass. Eager, the MLP keeps
 gate(x), up(x), silu(gate(x)) and their product (the down projection's input); here it keeps gate(x) and
-up(x) and recomputes the other two. For SmolLM2-135M in bf16 that is 58% of the activations a token keeps
-(725 KiB -> 420 KiB a token over its 30 blocks; peak RSS of 30 steps of milahu104 3.61 -> 3.44 GiB at the
-same speed, docs/performance.md). Only modules whose forward is known to be the one written here are
+up(x) and recomputes the other two. For SmolLM2-135M in bf16 a token keeps 44% less (725 -> 407 KiB over
+its 30 blocks, the parameters not counted); 30 steps of milahu104 peaked at 3.44 GiB instead of 3.61, 3%
+faster (docs/performance.md). Only modules whose forward is known to be the one written here are
 replaced, and only in models computing in their own dtype (not under autocast, whose backward passes
 would mix dtypes); `fused_blocks` puts the classes' own forwards back on leaving.
 """
