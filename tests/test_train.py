@@ -161,6 +161,16 @@ def test_max_steps_caps_a_run_and_still_evaluates(tiny_model: Path) -> None:
     assert [h["step"] for h in result.metrics.history if "eval_loss" in h] == [0, 3]
 
 
+def test_the_validation_loss_does_not_depend_on_the_training_batch_size(tiny_model: Path) -> None:
+    """The Trainer's validation loss is a mean of batch means: validation batches have a fixed size."""
+    add_account("obama", sample_posts(200))
+    base = [
+        train(tiny_config(tiny_model, max_steps=1, batch_size=size)).metrics.evaluations()[0]["eval_loss"]
+        for size in (4, 32)
+    ]
+    assert base[0] == base[1]
+
+
 def test_bad_config_names_the_field() -> None:
     with pytest.raises(InputError, match="scheduler"):
         TrainConfig(accounts=("a",), scheduler="exotic")

@@ -774,6 +774,8 @@ def training_arguments(config: TrainConfig, dest: Destination, data: TrainData, 
     import torch
     from transformers import TrainingArguments
 
+    from tweetlm.trainer import EVAL_BATCH_POSTS
+
     return TrainingArguments(
         output_dir=str(dest.work / CHECKPOINTS),
         num_train_epochs=config.epochs,
@@ -782,7 +784,7 @@ def training_arguments(config: TrainConfig, dest: Destination, data: TrainData, 
         weight_decay=config.weight_decay,
         gradient_accumulation_steps=config.grad_accum,
         per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
+        per_device_eval_batch_size=EVAL_BATCH_POSTS,
         eval_strategy="epoch",
         save_strategy="no" if dest.trial else "epoch",
         eval_on_start=not dest.resume,
