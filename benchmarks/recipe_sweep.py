@@ -51,9 +51,9 @@ freeze_layers = [0, 8, 16]
 lora_rank = [0, 16]
 """
 COMMON = {"warmup": 0.0, "batch_size": 16, "early_stop_patience": 2, "freeze_layers": 0, "lora_rank": 0}
-# Queued first, in this order: the first candidate (lr 3e-4), the default until 2026-12-05 night (16-post
-# batches at lr 2e-4), then that recipe with one setting changed (the lower 8 layers frozen; batches of 32
-# posts at the rate scaled by sqrt(2), the default since: it won on the AMX machine and tied on the AMD one;
+# Queued first, in this order: the first candidate (lr 3e-4), the default (16-post batches at lr 2e-4), then
+# that recipe with one setting changed (the lower 8 layers frozen; batches of 32 posts at the rate scaled by
+# sqrt(2): the default for a few hours of 2026-12-05, until validation in 16-post batches showed it behind;
 # LoRA rank 16 at its default lr, 1e-3), HuggingTweets' settings.
 BATCH_16 = {"epochs": 2, "learning_rate": 2e-4, "scheduler": "cosine", **COMMON}
 ENQUEUED = {

@@ -39,7 +39,7 @@ from curation_table import import_all  # noqa: E402
 from tweetlm.runs import RunFolder  # noqa: E402
 
 RECIPES = {
-    # The default: up to 2 epochs of 32-post batches at lr 2.8e-4 in a 4.5-minute budget the schedule is fitted to.
+    # The default: up to 2 epochs of 16-post batches at lr 2e-4 in a 4.5-minute budget the schedule is fitted to.
     "tweetlm": "",
     # HuggingTweets' GPU recipe (the old default), with early stopping to save time: evaluations every half
     # epoch, stopping 2 evaluations after the best (its best is the full recipe's, or a lower one between).

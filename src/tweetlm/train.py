@@ -119,11 +119,11 @@ class TrainConfig:
         label="base model",
     )
     epochs: float = option(2.0, "Passes over the training posts (at most).", "--epochs", label="epochs")
-    learning_rate: float = option(2.8e-4, "Peak learning rate.", "--learning-rate", "--lr", label="learning rate")
+    learning_rate: float = option(2e-4, "Peak learning rate.", "--learning-rate", "--lr", label="learning rate")
     scheduler: str = option("cosine", "constant, linear or cosine.", "--scheduler")
     warmup: float = option(0.0, "Warmup as a fraction of the steps.", "--warmup")
     grad_accum: int = option(1, "Gradient accumulation steps.", "--grad-accum")
-    batch_size: int = option(32, "Posts per batch.", "--batch-size", "-b", label="batch size")
+    batch_size: int = option(16, "Posts per batch.", "--batch-size", "-b", label="batch size")
     max_length: int = option(128, "Tokens per post (longer ones are cut).", "--max-length", label="tokens per post")
     weight_decay: float = option(0.0, "AdamW weight decay.", "--weight-decay")
     precision: str = option(
@@ -396,8 +396,8 @@ def bound_kernel_caches() -> None:
 def default_micro_batch_tokens() -> int:
     """The micro-batch size when none is given: 512 tokens on a CPU with AMX, 256 elsewhere. AMX computes a
     matmul of a few hundred rows at a fifth of its peak, so larger parts pay: 512 took 20% less time a step
-    than 256 on the account of the longest posts, for 0.26 GB more at the peak (3.60 GB with 16-post batches,
-    3.86 GB with 32). On a CPU with only AVX512-BF16 they took the same time, and 256 peaked 0.36 GB lower
+    than 256 on the account of the longest posts, for 0.26 GB more at the peak (3.60 GB with 16-post batches
+    before the fused blocks). On a CPU with only AVX512-BF16 they took the same time, and 256 peaked 0.36 GB lower
     (docs/performance.md)."""
     import torch
 

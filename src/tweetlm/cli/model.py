@@ -113,7 +113,7 @@ def train_cmd(
     recipe: str = typer.Option(
         "tweetlm",
         "--recipe",
-        help="tweetlm (the default: up to 2 epochs of 32-post batches at lr 2.8e-4 in a 4.5-minute budget, early "
+        help="tweetlm (the default: up to 2 epochs of 16-post batches at lr 2e-4 in a 4.5-minute budget, early "
         "stopping) or huggingtweets (4 epochs of 16-post batches at lr 1.372e-4, no budget, no early stopping); "
         "options given here still win.",
     ),
@@ -133,7 +133,7 @@ def train_cmd(
     """Fine-tune a base model on the curated posts of one or more accounts.
 
     The default recipe was chosen for a CPU on seven real accounts (docs/performance.md): up to 2 epochs
-    of 32-post batches at lr 2.8e-4 (cosine), evaluated every half epoch, stopping early when the validation loss stops
+    of 16-post batches at lr 2e-4 (cosine), evaluated every half epoch, stopping early when the validation loss stops
     improving, in a 4.5-minute budget to which the learning-rate schedule is fitted (--max-minutes 0:
     none). --recipe huggingtweets is HuggingTweets' GPU recipe. The run folder holds the model (loadable
     by transformers.pipeline), a model card and run.json. Ctrl-C saves a checkpoint; --resume continues it.
