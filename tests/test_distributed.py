@@ -82,13 +82,15 @@ def test_two_processes_write_one_run_with_the_whole_validation_loss(tiny_model: 
     # One process, the same checkpoint, the Trainer's formula: the mean of the length-sorted batches' losses.
     import torch
 
+    from tweetlm.trainer import EVAL_BATCH_POSTS as size
+
     tokenizer = AutoTokenizer.from_pretrained(out)
     model = AutoModelForCausalLM.from_pretrained(out).eval()
     seqs = sorted(encode_posts(tokenizer, RunFolder(out).posts().validation["obama"], 64), key=len)
     with torch.no_grad():
         losses = [
-            model(**collate([{"input_ids": s} for s in seqs[i : i + 8]], tokenizer.pad_token_id)).loss.item()
-            for i in range(0, len(seqs), 8)
+            model(**collate([{"input_ids": s} for s in seqs[i : i + size]], tokenizer.pad_token_id)).loss.item()
+            for i in range(0, len(seqs), size)
         ]
     assert info.metrics.eval_loss_after == pytest.approx(sum(losses) / len(losses), rel=1e-4)
 
