@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -156,7 +157,7 @@ class Store:
         self.db.row_factory = sqlite3.Row
         try:
             self.db.execute("PRAGMA foreign_keys = ON")
-            self.db.execute("PRAGMA journal_mode = WAL")
+            _wal(self.db)
             self.db.execute("PRAGMA synchronous = NORMAL")
             migrate(self.db)
         except sqlite3.OperationalError as exc:
@@ -400,6 +401,21 @@ class Store:
             n_posts=row["n_posts"],
             posts=posts,
         )
+
+
+def _wal(db: sqlite3.Connection) -> None:
+    """Switch to WAL. Processes opening a fresh store at once race for it, and SQLite answers the loser's
+    switch with "database is locked" at once, without waiting (a lock upgrade its busy handler does not
+    cover): that is retried until `lock_timeout()`."""
+    deadline = time.monotonic() + lock_timeout()
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def lock_timeout() -> float:
