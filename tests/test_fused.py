@@ -17,6 +17,7 @@ from tweetlm import fused
 from tweetlm.fused import MLPS, RMS_NORMS, fused_blocks
 from tweetlm.models import load_model
 from tweetlm.train import prepare_model, train
+from tweetlm.trainer import hidden_state_loss, split_rows
 
 
 def loss_and_grads(model: Any, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
@@ -83,10 +84,62 @@ def test_frozen_weights_get_no_gradient_and_the_inputs_still_do() -> None:
     gate = torch.randn(3, 5, 16, dtype=torch.float64, requires_grad=True)
     up = torch.randn(3, 5, 16, dtype=torch.float64)  # frozen
     down = torch.randn(8, 16, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda g, d: fused.SwiGLUDownFunction.apply(g, up, d), (gate, down))
+    assert torch.autograd.gradcheck(lambda g, d: fused.SwiGLUDownFunction.apply(g, up, d, False), (gate, down))
     assert torch.autograd.gradcheck(
-        lambda u: fused.SwiGLUDownFunction.apply(gate.detach(), u, down.detach()), (up.requires_grad_(),)
+        lambda u: fused.SwiGLUDownFunction.apply(gate.detach(), u, down.detach(), False), (up.requires_grad_(),)
     )
+
+
+def micro_batch_grads(model: Any, parts: list[dict[str, torch.Tensor]], items: int) -> list[torch.Tensor]:
+    """One step's gradients, as the Trainer makes them: a backward pass per part, the parts' losses over the
+    whole batch's targets."""
+    model.zero_grad()
+    for part in parts:
+        hidden_state_loss(model, part, items, chunk=32).backward()
+    return [p.grad for p in model.parameters() if p.requires_grad]
+
+
+@pytest.mark.parametrize(("dtype", "bound"), [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
+def test_gradients_added_in_place_are_autograds_over_micro_batches(
+    tiny_model: Path, dtype: torch.dtype, bound: float
+) -> None:
+    torch.manual_seed(0)
+    model = prepare_model(load_model(str(tiny_model), dtype=dtype), tiny_config(tiny_model)).train()
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # tied: both add to it
+    inputs = batch(tiny_model, packed=False)
+    parts = split_rows(inputs, inputs["input_ids"].numel() // 3)
+    items = int((inputs["labels"][:, 1:] != -100).sum())
+    assert len(parts) > 2
+    with fused_blocks(model):
+        eager = [g.clone() for g in micro_batch_grads(model, parts, items)]
+    with fused_blocks(model, grads_in_place=True):
+        linear_calls = []
+        forward = fused.LinearFunction.forward
+        counted = staticmethod(lambda *a: linear_calls.append(1) or forward(*a))
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(fused.LinearFunction, "forward", counted)
+            first = micro_batch_grads(model, parts, items)
+        kept = [g.data_ptr() for g in first if g.dim() == 2]  # the matrices' (the norms' go through autograd)
+        first = [g.clone() for g in first]
+        again = micro_batch_grads(model, parts, items)  # after zero_grad: the kept tensors, overwritten
+        assert [g.data_ptr() for g in again if g.dim() == 2] == kept
+    # 4 attention maps and gate and up projections a block (the down projection is the MLP's function's)
+    assert len(linear_calls) == len(parts) * 6 * model.config.num_hidden_layers
+    assert len(eager) == len(first) > 10
+    for ours, theirs, second in zip(first, eager, again, strict=True):
+        assert relative(ours, theirs) < bound
+        assert torch.equal(second, ours)
+    assert not fused.GRADS.weights and not fused.GRADS.kept  # nothing of the model's is held after the block
+
+
+def test_gradients_are_not_added_in_place_without_grad_mode_or_outside_the_block(tiny_model: Path) -> None:
+    model = prepare_model(load_model(str(tiny_model)), tiny_config(tiny_model))
+    head = model.get_output_embeddings().weight
+    with fused_blocks(model, grads_in_place=True):
+        assert fused.add_weight_grad(head) == fused.GRADS.add
+        with torch.no_grad():
+            assert fused.add_weight_grad(head) is None
+    assert fused.add_weight_grad(head) is None
 
 
 def test_only_the_modules_whose_forward_is_llamas_are_fused(tiny_gpt2: Path) -> None:

@@ -10,6 +10,13 @@ its 30 blocks, the parameters not counted); 30 steps of milahu104 peaked at 3.44
 faster (docs/performance.md). Only modules whose forward is known to be the one written here are
 replaced, and only in models computing in their own dtype (not under autocast, whose backward passes
 would mix dtypes); `fused_blocks` puts the classes' own forwards back on leaving.
+
+With `grads_in_place`, the weight gradients of the model's linear maps (and, through `add_weight_grad`,
+of the chunked loss's output head) are added into `weight.grad` by the matmul that makes them, in a
+tensor kept from one step to the next: autograd would allocate each afresh and then add it to the one
+before (a micro-batch after the first), a pass over every gradient and, for the 1.7 MB ones of
+SmolLM2's MLPs and its 56 MB head, fresh memory that the kernel pages in. One process only: the weights'
+gradient hooks (DDP's all-reduce) do not run.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.utils.weak import WeakIdKeyDictionary
 
 # transformers' classes whose forward is LlamaRMSNorm's / LlamaMLP's (checked in tests/test_fused.py).
 RMS_NORMS = frozenset({"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm"})
@@ -55,12 +63,63 @@ class RMSNormFunction(torch.autograd.Function):
         return grad_x, grad_weight, None
 
 
-class SwiGLUDownFunction(torch.autograd.Function):
-    """down(silu(gate) * up) for a down projection without bias; keeps gate and up only."""
+class WeightGrads:
+    """The weights whose gradients are added in place (`add_weight_grad`), and the tensor each had last."""
+
+    def __init__(self) -> None:
+        # by identity: a tensor's == compares its elements
+        self.weights: WeakIdKeyDictionary = WeakIdKeyDictionary()  # weight -> True
+        self.kept: WeakIdKeyDictionary = WeakIdKeyDictionary()  # weight -> its last gradient tensor
+
+    def add(self, weight: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+        """weight.grad += a @ b, in one matmul that sums in its own precision and rounds once. A weight whose
+        gradient was set to None (the Trainer's `zero_grad` after a step) gets the tensor it had before,
+        overwritten: whoever keeps a gradient past the next backward pass must copy it."""
+        grad = weight.grad
+        if grad is not None:
+            grad.addmm_(a, b)
+            return
+        kept = self.kept.get(weight)
+        weight.grad = torch.mm(a, b) if kept is None else torch.mm(a, b, out=kept)
+        self.kept[weight] = weight.grad
+
+
+GRADS = WeightGrads()
+
+
+def add_weight_grad(weight: torch.Tensor) -> Any:
+    """`GRADS.add` where `weight`'s gradient is added in place now (under `fused_blocks(grads_in_place=True)`,
+    with grad mode on), else None: the caller then returns the gradient to autograd."""
+    return GRADS.add if torch.is_grad_enabled() and weight in GRADS.weights else None
+
+
+class LinearFunction(torch.autograd.Function):
+    """F.linear whose weight gradient goes into `weight.grad` in place (`WeightGrads.add`), the rest as
+    autograd's linear computes it."""
 
     @staticmethod
-    def forward(ctx: Any, gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, torch.Tensor | None]:
+        x, weight = ctx.saved_tensors
+        rows = grad.reshape(-1, grad.shape[-1])
+        if ctx.needs_input_grad[1]:
+            GRADS.add(weight, rows.t(), x.reshape(-1, x.shape[-1]))
+        grad_x = grad @ weight if ctx.needs_input_grad[0] else None
+        return grad_x, None, rows.sum(0) if ctx.needs_input_grad[2] else None
+
+
+class SwiGLUDownFunction(torch.autograd.Function):
+    """down(silu(gate) * up) for a down projection without bias; keeps gate and up only. With `in_place`,
+    the down projection's gradient goes into its `.grad` (`WeightGrads.add`)."""
+
+    @staticmethod
+    def forward(ctx: Any, gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor, in_place: bool) -> torch.Tensor:
         ctx.save_for_backward(gate, up, down)
+        ctx.in_place = in_place
         return F.linear(F.silu(gate).mul_(up), down)
 
     @staticmethod
@@ -71,8 +130,12 @@ class SwiGLUDownFunction(torch.autograd.Function):
         grad_down = None
         if ctx.needs_input_grad[2]:
             hidden = silu * up
-            grad_down = grad.reshape(-1, grad.shape[-1]).t() @ hidden.reshape(-1, hidden.shape[-1])
-            del hidden
+            rows, hidden_rows = grad.reshape(-1, grad.shape[-1]).t(), hidden.reshape(-1, hidden.shape[-1])
+            if ctx.in_place:
+                GRADS.add(down, rows, hidden_rows)
+            else:
+                grad_down = rows @ hidden_rows
+            del hidden, hidden_rows
         grad_hidden = grad @ down
         grad_up = grad_hidden * silu if ctx.needs_input_grad[1] else None
         del silu
@@ -81,7 +144,7 @@ class SwiGLUDownFunction(torch.autograd.Function):
             # d silu(g)/dg = sigmoid(g) * (1 + g * (1 - sigmoid(g)))
             slope = sigmoid.mul_(gate * (1 - sigmoid) + 1)
             grad_gate = grad_hidden.mul_(up).mul_(slope)
-        return grad_gate, grad_up, grad_down
+        return grad_gate, grad_up, grad_down, None
 
 
 def _fused_norm(module: Any) -> bool:
@@ -110,7 +173,15 @@ def _rms_norm_forward(self: Any, hidden_states: torch.Tensor) -> torch.Tensor:
 def _mlp_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
     if _autocast(x) or not _fused_mlp(self):
         return _original(self)(self, x)  # type: ignore[no-any-return]
-    return SwiGLUDownFunction.apply(self.gate_proj(x), self.up_proj(x), self.down_proj.weight)  # type: ignore[no-any-return]
+    down = self.down_proj.weight
+    in_place = add_weight_grad(down) is not None
+    return SwiGLUDownFunction.apply(self.gate_proj(x), self.up_proj(x), down, in_place)  # type: ignore[no-any-return]
+
+
+def _linear_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
+    if _autocast(x) or add_weight_grad(self.weight) is None:
+        return _original(self)(self, x)  # type: ignore[no-any-return]
+    return LinearFunction.apply(x, self.weight, self.bias)  # type: ignore[no-any-return]
 
 
 _ORIGINALS: dict[type, Any] = {}  # the classes' own forwards (kept: a call may be under way as they go back)
@@ -123,19 +194,23 @@ def _original(module: Any) -> Any:
     return next(_ORIGINALS[cls] for cls in type(module).__mro__ if cls in _ORIGINALS)
 
 
-def _fused_forward(module: torch.nn.Module) -> Any:
+def _fused_forward(module: torch.nn.Module, grads_in_place: bool) -> Any:
     """The fused forward for `module`'s class, or None where it has none; `module` runs it where it can."""
     name = type(module).__name__
     if name in RMS_NORMS:
         return _rms_norm_forward
     if name in MLPS:
         return _mlp_forward
+    if grads_in_place and type(module) is torch.nn.Linear:
+        return _linear_forward
     return None
 
 
 @contextlib.contextmanager
-def fused_blocks(model: torch.nn.Module, enabled: bool = True) -> Iterator[int]:
+def fused_blocks(model: torch.nn.Module, enabled: bool = True, grads_in_place: bool = False) -> Iterator[int]:
     """Within the block, `model`'s Llama-family RMSNorms and MLPs run fused; yields how many modules.
+    With `grads_in_place` (one process; not under autocast), the weight gradients of its linear maps and
+    MLPs, and of an output head whose loss asks `add_weight_grad`, are added into `.grad` in place.
 
     The forward is replaced on the class, not the module: transformers puts a module's own forward back
     whenever the model changes between training and evaluation (hub kernels' `kernelize`), which would drop
@@ -144,13 +219,22 @@ def fused_blocks(model: torch.nn.Module, enabled: bool = True) -> Iterator[int]:
     modules the fused code does not cover (a LoRA-adapted down projection), they call the class's own."""
     classes = {}
     count = 0
+    weights = []
     if enabled:
         for module in model.modules():
-            forward = _fused_forward(module)
+            forward = _fused_forward(module, grads_in_place)
+            if forward is _linear_forward:
+                weights.append(module.weight)
+            elif forward is not None:
+                count += _fused_norm(module) if forward is _rms_norm_forward else _fused_mlp(module)
             if forward is not None:
                 classes[type(module)] = forward
-                count += _fused_norm(module) if forward is _rms_norm_forward else _fused_mlp(module)
+        if grads_in_place:
+            head = getattr(model, "get_output_embeddings", lambda: None)()
+            weights += [head.weight] if isinstance(head, torch.nn.Linear) else []
     with _LOCK:
+        for weight in weights:
+            GRADS.weights[weight] = True
         _USERS[0] += 1
         for cls, forward in classes.items():
             if cls not in _FUSED:
@@ -161,6 +245,9 @@ def fused_blocks(model: torch.nn.Module, enabled: bool = True) -> Iterator[int]:
         yield count
     finally:
         with _LOCK:
+            for weight in weights:
+                GRADS.weights.pop(weight, None)
+                GRADS.kept.pop(weight, None)
             _USERS[0] -= 1
             if not _USERS[0]:
                 for cls in _FUSED:

@@ -19,7 +19,7 @@ measure on (docs/performance.md).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -39,9 +39,14 @@ class Buffers(threading.local):
 
     def __init__(self) -> None:
         self.tensors: dict[str, torch.Tensor] = {}
+        self.fills = 0  # `get` calls: a kept view is valid while this stays the same
+
+    def filled(self) -> int:
+        return self.fills
 
     def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """A buffer of `shape`: the first rows of the kept one when that has as many or more."""
+        self.fills += 1
         kept = self.tensors.get(name)
         if (
             kept is None
@@ -67,10 +72,13 @@ def causal_lm_loss(
     labels: torch.Tensor,
     num_items: torch.Tensor | int | None = None,
     chunk: int = CHUNK_TOKENS,
+    add_weight_grad: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """The mean cross-entropy of predicting `labels[:, t + 1]` from `hidden[:, t]` through `head`, as
     transformers' causal-LM loss computes it: summed over the targets (labels other than -100) and divided
-    by `num_items` (the Trainer's count over a gradient-accumulated batch) or by the number of targets."""
+    by `num_items` (the Trainer's count over a gradient-accumulated batch) or by the number of targets.
+    With `add_weight_grad` (`fused.add_weight_grad`), the backward pass hands it the head's weight and the two
+    factors of its gradient, to add in place, instead of returning that gradient to autograd."""
     targets = F.pad(labels[..., 1:], (0, 1), value=IGNORE).reshape(-1)
     flat = hidden.reshape(-1, hidden.shape[-1])
     count = targets.ne(IGNORE).sum() if num_items is None else num_items
@@ -80,7 +88,9 @@ def causal_lm_loss(
         for logits, t in _chunks(flat, head.weight, head.bias, targets, target_rows(targets), chunk):
             total += _log_softmax_nll(logits, t)[0]
         return total * scale
-    loss: torch.Tensor = _ChunkedCrossEntropy.apply(flat, head.weight, head.bias, targets, scale, chunk)
+    loss: torch.Tensor = _ChunkedCrossEntropy.apply(
+        flat, head.weight, head.bias, targets, scale, chunk, add_weight_grad
+    )
     return loss
 
 
@@ -136,6 +146,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         targets: torch.Tensor,
         scale: torch.Tensor,
         chunk: int,
+        add_weight_grad: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None,
     ) -> torch.Tensor:
         wants_h, wants_w, wants_b = ctx.needs_input_grad[:3]
         rows = target_rows(targets)
@@ -157,7 +168,10 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         grad_h = grad_w = grad_b = None
         if wants_h:
             grad_h = torch.zeros_like(flat).index_copy_(0, rows, grad_logits @ weight)
-        if wants_w:
+        ctx.head = None
+        if wants_w and add_weight_grad is not None:  # made in the backward pass, into the weight's .grad
+            ctx.head = weight, grad_logits, flat.index_select(0, rows), add_weight_grad, BUFFERS.filled()
+        elif wants_w:
             grad_w = grad_logits.T @ flat.index_select(0, rows)
         if wants_b:
             grad_b = grad_logits.sum(0, dtype=torch.float32)
@@ -168,12 +182,22 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         grad_h, grad_w, grad_b = ctx.grads
-        ctx.grads = None  # freed with the graph's first (only) backward pass
-        if not bool(grad_out == 1):  # the loss itself is differentiated: nothing to scale
+        head, ctx.grads, ctx.head = ctx.head, None, None  # freed with the graph's first (only) backward pass
+        unscaled = bool(grad_out == 1)  # the loss itself is differentiated
+        if head is not None:
+            weight, grad_logits, states, add_weight_grad, filled = head
+            if filled != BUFFERS.filled():
+                raise RuntimeError("the chunked loss was computed again before this one's backward pass")
+            if unscaled:
+                add_weight_grad(weight, grad_logits.T, states)
+            else:
+                grad_w = grad_logits.T @ states
+        if not unscaled:
             grad_h = None if grad_h is None else grad_h * grad_out.to(grad_h.dtype)
             grad_w = None if grad_w is None else (grad_w.float() * grad_out).to(grad_w.dtype)
             grad_b = None if grad_b is None else grad_b * grad_out
-        return grad_h, grad_w, None if grad_b is None else grad_b.to(ctx.weight_dtype), None, None, None
+        grad_b = None if grad_b is None else grad_b.to(ctx.weight_dtype)
+        return grad_h, grad_w, grad_b, None, None, None, None
 
 
 class RowsEmbedding(torch.nn.Embedding):

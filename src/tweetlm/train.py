@@ -212,7 +212,8 @@ class TrainConfig:
     fused_blocks: bool = option(
         True,
         "Run the RMSNorms and MLPs of Llama-family models (SmolLM2, Llama, Mistral, Qwen2/3) as functions that "
-        "keep 44% fewer activations for the backward pass, the same numbers (not with --precision amp).",
+        "keep 44% fewer activations for the backward pass, the same numbers (not with --precision amp); in one "
+        "process, linear maps add their weights' gradients in place.",
         "--fused-blocks/--no-fused-blocks",
     )
 
@@ -454,7 +455,9 @@ def _train(
     predictions = [prediction_callback(config.to_dict(), datasets, splits, dest.work)] if keeps_samples else []
     deadline = started + config.max_minutes * 60 if config.max_minutes else None
     callbacks = [*predictions, *hooks.callbacks]
-    with training_heap() as heap, fused_blocks(model, enabled=config.fused_blocks and precision != "amp"):
+    # One process: the gradients added in place skip the weights' hooks, which DDP's all-reduce is.
+    in_place = args.world_size == 1 and not config.compile
+    with training_heap() as heap, fused_blocks(model, enabled=config.fused_blocks, grads_in_place=in_place):
         trainer = make_trainer(model, tokenizer, args, data, config, hooks, callbacks, patience, deadline, heap)
         fit(trainer, dest, hooks, config.accounts)
     distributed.barrier()  # every process has reloaded the best evaluation before the folder moves

@@ -23,6 +23,7 @@ from transformers.trainer_utils import EvalLoopOutput
 from tweetlm import distributed
 from tweetlm.dataset import EpochBatches, PostDataset, collate, pack
 from tweetlm.events import Evaluated, EventHandler, Logged, Started, Step
+from tweetlm.fused import add_weight_grad
 from tweetlm.loss import BUFFERS, CHUNK_TOKENS, causal_lm_loss
 from tweetlm.optim import MasterAdamW
 
@@ -324,7 +325,8 @@ def hidden_state_loss(
     states, then the chunked loss through the output head (tied to the embeddings or not)."""
     features = {k: v for k, v in inputs.items() if k != "labels"}
     hidden = causal.get_decoder()(**features).last_hidden_state  # as the whole model calls it: the same numbers
-    return causal_lm_loss(hidden, causal.get_output_embeddings(), inputs["labels"], num_items, chunk)
+    head = causal.get_output_embeddings()
+    return causal_lm_loss(hidden, head, inputs["labels"], num_items, chunk, add_weight_grad(head.weight))
 
 
 class Control(TrainerCallback, ExportableState):  # type: ignore[misc]
