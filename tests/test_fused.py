@@ -17,7 +17,7 @@ from tweetlm import fused
 from tweetlm.fused import MLPS, RMS_NORMS, fused_blocks
 from tweetlm.models import load_model
 from tweetlm.train import prepare_model, train
-from tweetlm.trainer import hidden_state_loss, split_rows
+from tweetlm.trainer import direct_model, hidden_state_loss, split_rows
 
 
 def loss_and_grads(model: Any, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
@@ -95,17 +95,21 @@ def micro_batch_grads(model: Any, parts: list[dict[str, torch.Tensor]], items: i
     whole batch's targets."""
     model.zero_grad()
     for part in parts:
-        hidden_state_loss(model, part, items, chunk=32).backward()
+        hidden_state_loss(direct_model(model, model), part, items, chunk=32).backward()
     return [p.grad for p in model.parameters() if p.requires_grad]
 
 
-@pytest.mark.parametrize(("dtype", "bound"), [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
+@pytest.mark.parametrize(
+    ("dtype", "bound", "lora"), [(torch.float32, 1e-5, 0), (torch.bfloat16, 1e-2, 0), (torch.float32, 1e-5, 4)]
+)
 def test_gradients_added_in_place_are_autograds_over_micro_batches(
-    tiny_model: Path, dtype: torch.dtype, bound: float
+    tiny_model: Path, dtype: torch.dtype, bound: float, lora: int
 ) -> None:
     torch.manual_seed(0)
-    model = prepare_model(load_model(str(tiny_model), dtype=dtype), tiny_config(tiny_model)).train()
-    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # tied: both add to it
+    model = prepare_model(load_model(str(tiny_model), dtype=dtype), tiny_config(tiny_model, lora_rank=lora))
+    model.train()
+    if not lora:
+        assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # tied: both add to it
     inputs = batch(tiny_model, packed=False)
     parts = split_rows(inputs, inputs["input_ids"].numel() // 3)
     items = int((inputs["labels"][:, 1:] != -100).sum())
@@ -123,8 +127,10 @@ def test_gradients_added_in_place_are_autograds_over_micro_batches(
         first = [g.clone() for g in first]
         again = micro_batch_grads(model, parts, items)  # after zero_grad: the kept tensors, overwritten
         assert [g.data_ptr() for g in again if g.dim() == 2] == kept
-    # 4 attention maps and gate and up projections a block (the down projection is the MLP's function's)
-    assert len(linear_calls) == len(parts) * 6 * model.config.num_hidden_layers
+    # 4 attention maps and gate and up projections a block (the down projection is the MLP's function's);
+    # with LoRA, each of the 7 maps' frozen base and its adapter's two
+    per_block = 7 * 3 if lora else 6
+    assert len(linear_calls) == len(parts) * per_block * model.config.num_hidden_layers
     assert len(eager) == len(first) > 10
     for ours, theirs, second in zip(first, eager, again, strict=True):
         assert relative(ours, theirs) < bound
@@ -173,3 +179,14 @@ def test_a_run_trains_the_same_with_and_without_fused_blocks(tiny_model: Path, m
     first, second = ([h["eval_loss"] for h in m.evaluations()] for m in runs)
     assert first == pytest.approx(second, rel=1e-4) and len(first) == 2 and first[0] != first[1]
     assert len(calls) == 3 * 5  # 3 steps of a model of 2 blocks: 5 norms
+
+
+def test_an_autocast_run_is_the_same_with_and_without_fused_blocks(tiny_model: Path) -> None:
+    """Under autocast (`--precision amp`) every fused forward, and the gradients in place, give way to the
+    modules' own."""
+    add_account("obama", sample_posts(200))
+    runs = [
+        train(tiny_config(tiny_model, max_steps=2, precision="amp", fused_blocks=on)).metrics for on in (True, False)
+    ]
+    first, second = ([h["eval_loss"] for h in m.evaluations()] for m in runs)
+    assert first == second and len(first) == 2

@@ -89,8 +89,10 @@ GRADS = WeightGrads()
 
 def add_weight_grad(weight: torch.Tensor) -> Any:
     """`GRADS.add` where `weight`'s gradient is added in place now (under `fused_blocks(grads_in_place=True)`,
-    with grad mode on), else None: the caller then returns the gradient to autograd."""
-    return GRADS.add if torch.is_grad_enabled() and weight in GRADS.weights else None
+    with grad mode on, not under autocast), else None: the caller then returns the gradient to autograd."""
+    if not torch.is_grad_enabled() or torch.is_autocast_enabled(weight.device.type) or weight not in GRADS.weights:
+        return None
+    return GRADS.add
 
 
 class LinearFunction(torch.autograd.Function):
@@ -179,7 +181,7 @@ def _mlp_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
 
 
 def _linear_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
-    if _autocast(x) or add_weight_grad(self.weight) is None:
+    if add_weight_grad(self.weight) is None:
         return _original(self)(self, x)  # type: ignore[no-any-return]
     return LinearFunction.apply(x, self.weight, self.bias)  # type: ignore[no-any-return]
 
