@@ -94,9 +94,12 @@ def main() -> None:
     parser.add_argument("--parts", type=int, default=2, help="passes a step (gradients set to None at its start)")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)  # one variant, in this process
     args = parser.parse_args()
-    shapes = [tuple(int(n) for n in shape.split("x")) for shape in args.shapes.split(",")]
-    if args.passes < 1 or args.parts < 1 or any(len(s) != 2 or min(s) < 1 for s in shapes):
-        sys.exit("error: --passes and --parts must be >= 1 and --shapes like 4x104,16x32")
+    try:
+        shapes = [tuple(int(n) for n in shape.split("x")) for shape in args.shapes.split(",")]
+    except ValueError:
+        shapes = []
+    if args.passes < 1 or args.parts < 1 or not shapes or any(len(s) != 2 or min(s) < 1 for s in shapes):
+        sys.exit("error: --passes and --parts must be >= 1, and --shapes ROWSxLENGTH parts like 4x104,16x32")
     if args.variant:
         print(json.dumps(run_variant(args.variant, shapes, args.passes, args.parts)))  # type: ignore[arg-type]
         return
