@@ -41,9 +41,6 @@ class Buffers(threading.local):
         self.tensors: dict[str, torch.Tensor] = {}
         self.fills = 0  # `get` calls: a kept view is valid while this stays the same
 
-    def filled(self) -> int:
-        return self.fills
-
     def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """A buffer of `shape`: the first rows of the kept one when that has as many or more."""
         self.fills += 1
@@ -170,7 +167,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
             grad_h = torch.zeros_like(flat).index_copy_(0, rows, grad_logits @ weight)
         ctx.head = None
         if wants_w and add_weight_grad is not None:  # made in the backward pass, into the weight's .grad
-            ctx.head = weight, grad_logits, flat.index_select(0, rows), add_weight_grad, BUFFERS.filled()
+            ctx.head = weight, grad_logits, flat.index_select(0, rows), add_weight_grad, BUFFERS.fills
         elif wants_w:
             grad_w = grad_logits.T @ flat.index_select(0, rows)
         if wants_b:
@@ -186,7 +183,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         unscaled = bool(grad_out == 1)  # the loss itself is differentiated
         if head is not None:
             weight, grad_logits, states, add_weight_grad, filled = head
-            if filled != BUFFERS.filled():
+            if filled != BUFFERS.fills:
                 raise RuntimeError("the chunked loss was computed again before this one's backward pass")
             if unscaled:
                 add_weight_grad(weight, grad_logits.T, states)
