@@ -8,13 +8,14 @@ lr 2e-4, with one setting changed at a time; HuggingTweets' settings squeezed in
 schedule), then lets Optuna's TPE sampler choose. It runs the
 real `tweetlm sweep` and `tweetlm sweep-report` commands; the study (SQLite), its space file and the
 report (plots, trials.csv) land in --output. A time budget makes the machine part of the objective, so
-each machine has its own study: docs/performance.md quotes docs/sweep/ (an AMD EPYC, AVX512-BF16) and
-docs/sweep-amx/ (a Xeon with AMX).
+each machine has its own study: docs/performance.md quotes docs/sweep/ (an AMD EPYC, AVX512-BF16), docs/sweep-amx/
+(a Xeon with AMX) and docs/sweep-amd-2/ (the AMD EPYC again, with the faster code of 2026-12-06).
 
   python benchmarks/recipe_sweep.py --budget 4.5 --queue lr-3e-4,batch-16 --trials 2   # docs/sweep/
   python benchmarks/recipe_sweep.py --budget 4.5 --queue freeze-8,batch-32,lora-16 --trials 5   # 3 more
   python benchmarks/recipe_sweep.py --budget 4.5 --queue batch-16,huggingtweets --trials 2 --output docs/sweep-amx
   python benchmarks/recipe_sweep.py --budget 4.5 --queue batch-32 --trials 1 --output docs/sweep-amx    # one more
+  python benchmarks/recipe_sweep.py --budget 4.5 --queue batch-16,linear,warmup-10 --trials 3 --output docs/sweep-amd-2
   python benchmarks/recipe_sweep.py --budget 4.5 --trials 40        # and on, with Optuna choosing
   python benchmarks/recipe_sweep.py --accounts Jack_L_Lance,mkommar --output /tmp/sweep
 
@@ -54,7 +55,8 @@ COMMON = {"warmup": 0.0, "batch_size": 16, "early_stop_patience": 2, "freeze_lay
 # Queued first, in this order: the first candidate (lr 3e-4), the default (16-post batches at lr 2e-4), then
 # that recipe with one setting changed (the lower 8 layers frozen; batches of 32 posts at the rate scaled by
 # sqrt(2): the default for a few hours of 2026-12-05, until validation in 16-post batches showed it behind;
-# LoRA rank 16 at its default lr, 1e-3), HuggingTweets' settings.
+# LoRA rank 16 at its default lr, 1e-3; the learning rate decayed linearly instead of by a cosine; a warmup of 10%
+# of the run), HuggingTweets' settings.
 BATCH_16 = {"epochs": 2, "learning_rate": 2e-4, "scheduler": "cosine", **COMMON}
 ENQUEUED = {
     "lr-3e-4": {**BATCH_16, "learning_rate": 3e-4},
@@ -62,6 +64,8 @@ ENQUEUED = {
     "freeze-8": {**BATCH_16, "freeze_layers": 8},
     "batch-32": {**BATCH_16, "batch_size": 32, "learning_rate": 2.8e-4},
     "lora-16": {**BATCH_16, "lora_rank": 16, "lora_learning_rate": 1e-3},
+    "linear": {**BATCH_16, "scheduler": "linear"},
+    "warmup-10": {**BATCH_16, "warmup": 0.1},
     "huggingtweets": {"epochs": 4, "learning_rate": 1.372e-4, "scheduler": "cosine", **COMMON},
 }
 
