@@ -86,6 +86,9 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("docs/sweep"))
     parser.add_argument("--queue", default=",".join(ENQUEUED), help="recipes to queue first (names in ENQUEUED)")
     args = parser.parse_args()
+    unknown = [name for name in args.queue.split(",") if name and name not in ENQUEUED]
+    if unknown:
+        parser.error(f"--queue: no recipe named {', '.join(unknown)}; the names are {', '.join(ENQUEUED)}")
 
     home = args.home or Path(tempfile.mkdtemp(prefix="tweetlm-sweep-"))
     accounts = curated_accounts(home, args.accounts)
