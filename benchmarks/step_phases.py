@@ -15,6 +15,7 @@ import argparse
 import collections
 import json
 import os
+import resource
 import tempfile
 import time
 from collections.abc import Callable
@@ -38,15 +39,8 @@ def timed(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def minor_faults() -> int:
-    with open("/proc/self/stat") as stat:
-        return int(stat.read().rsplit(")", 1)[1].split()[7])
-
-
-def peak_rss_gib() -> float:
-    with open("/proc/self/status") as status:
-        line = next(line for line in status if line.startswith("VmHWM"))
-    return int(line.split()[1]) / 2**20
+def faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def main() -> None:
@@ -63,6 +57,7 @@ def main() -> None:
     from transformers import TrainerCallback
 
     from tweetlm import trainer
+    from tweetlm.errors import InputError
     from tweetlm.optim import MasterAdamW
     from tweetlm.train import TrainConfig, train
 
@@ -75,7 +70,7 @@ def main() -> None:
         def on_step_begin(self, _args: Any, state: Any, control: Any, **kw: Any) -> None:
             if state.global_step == args.start:
                 TIMING[0] = True
-                self.began, self.faults, self.times = time.perf_counter(), minor_faults(), os.times()
+                self.began, self.faults, self.times = time.perf_counter(), faults(), os.times()
 
         def on_step_end(self, _args: Any, state: Any, control: Any, **kw: Any) -> None:
             if state.global_step == args.stop and TIMING[0]:
@@ -83,7 +78,7 @@ def main() -> None:
                 steps, seconds, times = args.stop - args.start, time.perf_counter() - self.began, os.times()
                 print(
                     f"steps {args.start}-{args.stop}: {seconds / steps:.3f} s a step, "
-                    f"{(minor_faults() - self.faults) / steps:.0f} page faults, "
+                    f"{(faults() - self.faults) / steps:.0f} page faults, "
                     f"user {(times.user - self.times.user) / steps:.2f} s, "
                     f"system {(times.system - self.times.system) / steps:.2f} s a step"
                 )
@@ -91,15 +86,16 @@ def main() -> None:
                     print(f"  {name}: {value / steps:.3f} s a step")
                 print(f"  the rest: {(seconds - sum(SECONDS.values())) / steps:.3f} s a step")
 
-    config = TrainConfig(
-        accounts=(args.account,),
-        **{"max_steps": args.stop + 1, "max_minutes": 0, "early_stop": False, "report_to": "none"}
-        | json.loads(args.config),
-    )
+    fields = {"max_steps": args.stop + 1, "max_minutes": 0, "early_stop": False, "report_to": "none"}
+    try:
+        config = TrainConfig(accounts=(args.account,), **fields | json.loads(args.config))
+    except (ValueError, TypeError, InputError) as error:  # bad JSON (a ValueError), an unknown field, a bad value
+        parser.error(f"--config: {error}")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with tempfile.TemporaryDirectory() as folder:
         train(config, output=Path(folder) / "run", callbacks=[Window()])
-    print(f"peak RSS of the process: {peak_rss_gib():.2f} GiB")
+    # ru_maxrss: the process's peak resident set (VmHWM), in KiB on Linux
+    print(f"peak RSS of the process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
 
 
 if __name__ == "__main__":
