@@ -181,12 +181,33 @@ def test_a_run_trains_the_same_with_and_without_fused_blocks(tiny_model: Path, m
     assert len(calls) == 3 * 5  # 3 steps of a model of 2 blocks: 5 norms
 
 
-def test_an_autocast_run_is_the_same_with_and_without_fused_blocks(tiny_model: Path) -> None:
-    """Under autocast (`--precision amp`) every fused forward, and the gradients in place, give way to the
-    modules' own."""
+def test_an_autocast_run_is_the_same_with_and_without_fused_blocks(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under autocast (`--precision amp`, in training and in evaluation) the linear maps compute in bf16, and
+    every fused forward and the gradients in place give way to the modules' own."""
     add_account("obama", sample_posts(200))
-    runs = [
-        train(tiny_config(tiny_model, max_steps=2, precision="amp", fused_blocks=on)).metrics for on in (True, False)
-    ]
+    calls: list[str] = []
+    for function in (fused.RMSNormFunction, fused.SwiGLUDownFunction, fused.LinearFunction):
+        forward = function.forward
+        monkeypatch.setattr(
+            function, "forward", staticmethod(lambda *a, f=forward, n=function.__name__: calls.append(n) or f(*a))
+        )
+    add = fused.GRADS.add
+    monkeypatch.setattr(fused.GRADS, "add", lambda *a: calls.append("add") or add(*a))
+    dtypes: set[torch.dtype] = set()
+
+    def linear_output(module: torch.nn.Module, args: Any, output: Any) -> None:
+        if isinstance(module, torch.nn.Linear):
+            dtypes.add(output.dtype)
+
+    with torch.nn.modules.module.register_module_forward_hook(linear_output):
+        runs = [
+            train(tiny_config(tiny_model, max_steps=2, precision="amp", fused_blocks=on)).metrics
+            for on in (True, False)
+        ]
+    assert calls == [] and dtypes == {torch.bfloat16}
     first, second = ([h["eval_loss"] for h in m.evaluations()] for m in runs)
-    assert first == second and len(first) == 2
+    assert first == pytest.approx(second, rel=1e-6) and len(first) == 2
+    train(tiny_config(tiny_model, max_steps=1, precision="fp32", fused_blocks=True))
+    assert {"RMSNormFunction", "SwiGLUDownFunction", "add"} <= set(calls)  # counted where they do run

@@ -239,7 +239,7 @@ class TweetlmTrainer(Trainer):
         causal = direct_model(model, self.accelerator.unwrap_model(model)) if self.chunked_loss else None
         if causal is None or "labels" not in inputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        loss = hidden_state_loss(causal, inputs, num_items_in_batch)
+        loss = hidden_state_loss(causal, inputs, num_items_in_batch, autocast=self.accelerator.autocast())
         return (loss, {"loss": loss}) if return_outputs else loss
 
     def get_train_dataloader(self) -> torch.utils.data.DataLoader:
@@ -319,14 +319,24 @@ def direct_model(model: torch.nn.Module, unwrapped: torch.nn.Module) -> Any | No
 
 
 def hidden_state_loss(
-    causal: Any, inputs: dict[str, Any], num_items: torch.Tensor | int | None = None, chunk: int = CHUNK_TOKENS
+    causal: Any,
+    inputs: dict[str, Any],
+    num_items: torch.Tensor | int | None = None,
+    chunk: int = CHUNK_TOKENS,
+    autocast: contextlib.AbstractContextManager[Any] | None = None,
 ) -> torch.Tensor:
     """The causal-LM loss of `inputs` (input ids, mask or position ids, labels): the decoder's final hidden
-    states, then the chunked loss through the output head (tied to the embeddings or not)."""
+    states, then the chunked loss through the output head (tied to the embeddings or not).
+
+    The decoder runs within `autocast` (the Accelerator's, under `--precision amp`: calling the decoder
+    directly bypasses the autocast that accelerate wraps the whole model's forward in); the loss runs
+    outside it, in the head's dtype, as accelerate hands the model's outputs back in fp32."""
     features = {k: v for k, v in inputs.items() if k != "labels"}
-    hidden = causal.get_decoder()(**features).last_hidden_state  # as the whole model calls it: the same numbers
     head = causal.get_output_embeddings()
-    return causal_lm_loss(hidden, head, inputs["labels"], num_items, chunk, add_weight_grad(head.weight))
+    with autocast or contextlib.nullcontext():
+        hidden = causal.get_decoder()(**features).last_hidden_state  # as the whole model calls it
+        add = add_weight_grad(head.weight)  # None under autocast, as for the decoder's linear maps
+    return causal_lm_loss(hidden.to(head.weight.dtype), head, inputs["labels"], num_items, chunk, add)
 
 
 class Control(TrainerCallback, ExportableState):  # type: ignore[misc]
