@@ -48,7 +48,6 @@ from tweetlm.events import Curated, Done, EarlyStopOff, EventHandler, Interrupti
 from tweetlm.models import (
     PRECISIONS,
     BaseModel,
-    amx_supported,
     check_base_model,
     load_model,
     load_tokenizer,
@@ -199,8 +198,8 @@ class TrainConfig:
     micro_batch_tokens: int | None = option(
         None,
         "Split a batch holding more padded tokens than this into parts whose gradients add up to the same "
-        "step (bounds memory on accounts of long posts); 0: never split; default: 512 on a CPU with AMX, "
-        "256 elsewhere.",
+        "step (bounds memory on accounts of long posts); 0: never split; default: 512 on a CPU, 256 on "
+        "a GPU.",
         "--micro-batch-tokens",
     )
     chunked_loss: bool = option(
@@ -395,14 +394,13 @@ def bound_kernel_caches() -> None:
 
 
 def default_micro_batch_tokens() -> int:
-    """The micro-batch size when none is given: 512 tokens on a CPU with AMX, 256 elsewhere. AMX computes a
-    matmul of a few hundred rows at a fifth of its peak, so larger parts pay: 512 took 20% less time a step
-    than 256 on the account of the longest posts, for 0.26 GB more at the peak (3.60 GB with 16-post batches
-    before the fused blocks). On a CPU with only AVX512-BF16 they took the same time, and 256 peaked 0.36 GB lower
-    (docs/performance.md)."""
+    """The micro-batch size when none is given: 512 tokens on a CPU. AMX computes a matmul of a few hundred
+    rows at a fifth of its peak, so larger parts pay there (20% less time a step than 256 on the account of
+    the longest posts); on a CPU with only AVX512-BF16 512 took 8-10% less time a step than 256 in repeated
+    runs (docs/performance.md), for 0.05-0.1 GB more at the peak. 256 on a GPU (not measured there)."""
     import torch
 
-    return 512 if amx_supported() and not torch.cuda.is_available() else 256
+    return 256 if torch.cuda.is_available() else 512
 
 
 def _run(
